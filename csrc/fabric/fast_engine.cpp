@@ -1,0 +1,423 @@
+#include "fabric/fast_engine.h"
+
+#include <algorithm>
+#include <cstring>
+#include <stdexcept>
+#include <string>
+#include <vector>
+
+#include "fabric/fast_engine_kernels.h"
+#include "fabric/pt5_codec.h"
+#include "fabric/reference_engine.h"  // LaneAccumulator
+#include "fabric/status.h"
+#include "fabric/thread_pool.h"
+
+namespace tfmbs::fabric {
+
+using fast_detail::Fp32Job;
+using fast_detail::Int8Job;
+
+const char* engine_isa_name(EngineIsa isa) {
+  switch (isa) {
+    case EngineIsa::Scalar: return "scalar";
+    case EngineIsa::Avx2: return "avx2";
+    case EngineIsa::Avx512: return "avx512";
+  }
+  return "unknown";
+}
+
+bool engine_isa_supported(EngineIsa isa) {
+#if defined(__x86_64__) || defined(__i386__)
+  switch (isa) {
+    case EngineIsa::Scalar: return true;
+    case EngineIsa::Avx2: return __builtin_cpu_supports("avx2");
+    case EngineIsa::Avx512:
+      return __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
+             __builtin_cpu_supports("avx512vl") && __builtin_cpu_supports("avx512vnni");
+  }
+  return false;
+#else
+  return isa == EngineIsa::Scalar;
+#endif
+}
+
+EngineIsa best_engine_isa() {
+  static const EngineIsa best = engine_isa_supported(EngineIsa::Avx512) ? EngineIsa::Avx512
+                                : engine_isa_supported(EngineIsa::Avx2) ? EngineIsa::Avx2
+                                                                        : EngineIsa::Scalar;
+  return best;
+}
+
+namespace {
+
+using fast_detail::ZeroCountJob;
+using Int8Fn = void (*)(const Int8Job&, int64_t, int64_t);
+using ZeroFn = void (*)(const ZeroCountJob&, int64_t, int64_t);
+using Fp32Fn = void (*)(const Fp32Job&, int64_t, int64_t);
+
+Int8Fn int8_kernel(EngineIsa isa) {
+  switch (isa) {
+    case EngineIsa::Avx512: return fast_detail::int8_rows_avx512;
+    case EngineIsa::Avx2: return fast_detail::int8_rows_avx2;
+    case EngineIsa::Scalar: break;
+  }
+  return fast_detail::int8_rows_scalar;
+}
+
+ZeroFn zero_kernel(EngineIsa isa) {
+  switch (isa) {
+    case EngineIsa::Avx512: return fast_detail::zero_hits_avx512;
+    case EngineIsa::Avx2: return fast_detail::zero_hits_avx2;
+    case EngineIsa::Scalar: break;
+  }
+  return fast_detail::zero_hits_scalar;
+}
+
+Fp32Fn fp32_kernel(EngineIsa isa) {
+  switch (isa) {
+    case EngineIsa::Avx512: return fast_detail::fp32_rows_avx512;
+    case EngineIsa::Avx2: return fast_detail::fp32_rows_avx2;
+    case EngineIsa::Scalar: break;
+  }
+  return fast_detail::fp32_rows_scalar;
+}
+
+// Per-thread scratch that only grows, so a hot loop of calls does not hit
+// malloc/mmap (and page faults) every time. 64-byte aligned.
+class Scratch {
+ public:
+  uint8_t* get(size_t bytes) {
+    if (buf_.size() < bytes + 64) buf_.resize(bytes + 64);
+    auto p = reinterpret_cast<uintptr_t>(buf_.data());
+    return buf_.data() + ((64 - (p & 63)) & 63);
+  }
+
+ private:
+  std::vector<uint8_t> buf_;
+};
+
+Scratch& scratch(int which) {
+  thread_local Scratch s[3];
+  return s[which];
+}
+
+void check_batch(int64_t n, const char* op) {
+  if (n < 0) throw std::invalid_argument(std::string(op) + ": batch rows N=" + std::to_string(n) + " must be >= 0");
+}
+
+// How the zero-skip counts are corrected for zero activations (see
+// fast_engine.h): sum_n #{d : w[r,d] != 0, x[n,d] == 0} for every row r.
+//  * few zeros in the whole batch (<= K/128): for each zero, look up the
+//    weight's code (position precomputed) - a handful of loads per row;
+//  * otherwise: per column, how many batch rows are zero there (u8, in
+//    chunks of <= 255 rows), dotted with |w| by a SIMD kernel - one vector
+//    instruction per 64 columns per row, whatever the batch size.
+class ZeroPlan {
+ public:
+  template <typename IsZero>
+  ZeroPlan(int64_t n, int64_t cols, int64_t kp, IsZero is_zero) : kp_(kp) {
+    int64_t total = 0;
+    for (int64_t b = 0; b < n; ++b)
+      for (int64_t d = 0; d < cols; ++d) total += is_zero(b, d);
+    if (total == 0) return;
+    if (total * 128 <= cols) {
+      for (int64_t b = 0; b < n; ++b)
+        for (int64_t d = 0; d < cols; ++d)
+          if (is_zero(b, d)) {
+            offset_.push_back(static_cast<uint32_t>((d / kFastBlockCols) * kFastBlockBytes + d % 64));
+            shift_.push_back(static_cast<uint8_t>(2 * ((d % kFastBlockCols) / 64)));
+          }
+      return;
+    }
+    // Chunk sums must fit the kernels' int32 lanes: rows * K < 2^31.
+    const int64_t rows_per_chunk = std::clamp<int64_t>(INT32_MAX / std::max<int64_t>(cols, 1), 1, 255);
+    chunks_ = (n + rows_per_chunk - 1) / rows_per_chunk;
+    counts_.assign(static_cast<size_t>(chunks_ * kp), 0);
+    for (int64_t b = 0; b < n; ++b) {
+      uint8_t* c = counts_.data() + (b / rows_per_chunk) * kp;
+      for (int64_t d = 0; d < cols; ++d) c[d] += is_zero(b, d);
+    }
+  }
+
+  bool any() const { return chunks_ > 0 || !offset_.empty(); }
+
+  void count(EngineIsa isa, const FastFrame& w, int64_t r0, int64_t r1, uint64_t* hits) const {
+    if (chunks_ > 0) {
+      ZeroCountJob job;
+      job.codes = w.codes();
+      job.row_bytes = w.row_bytes();
+      job.blocks = w.blocks_per_row();
+      job.zero_counts = counts_.data();
+      job.stride = kp_;
+      job.chunks = chunks_;
+      job.zero_hits = hits;
+      zero_kernel(isa)(job, r0, r1);
+    } else if (!offset_.empty()) {
+      const size_t nz = offset_.size();
+      for (int64_t r = r0; r < r1; ++r) {
+        const uint8_t* row = w.row_codes(r);
+        uint64_t h = 0;
+        for (size_t i = 0; i < nz; ++i) h += ((row[offset_[i]] >> shift_[i]) & 3) != 1;
+        hits[r] = h;
+      }
+    }
+  }
+
+ private:
+  int64_t kp_;
+  int64_t chunks_ = 0;
+  std::vector<uint8_t> counts_;
+  std::vector<uint32_t> offset_;
+  std::vector<uint8_t> shift_;
+};
+
+// Counters of a TGEMM from per-row MAC totals (see fast_engine.h).
+OpCounters tgemm_counters(const FastFrame& w, int64_t n, const std::vector<uint64_t>& macs,
+                          const std::vector<uint8_t>& overflow, uint64_t act_bytes) {
+  const int tiles = w.tiles();
+  const int64_t rows = w.rows(), cols = w.cols();
+  const int64_t group = int64_t{kLanesPerTile} * tiles;
+  const int64_t passes = lane_major_passes(rows, tiles);
+  OpCounters c(tiles);
+  const uint64_t steps = static_cast<uint64_t>(passes) * static_cast<uint64_t>(n);
+  c.compute_cycles = steps * static_cast<uint64_t>(cols);
+  c.burst_wait_cycles = steps * burst_cycles(act_bytes);
+  c.cycles = c.compute_cycles + c.burst_wait_cycles;
+  const uint64_t per_row = static_cast<uint64_t>(n) * static_cast<uint64_t>(cols);
+  for (int64_t r = 0; r < rows; ++r) {
+    const int t = static_cast<int>((r % group) / kLanesPerTile), l = static_cast<int>(r % kLanesPerTile);
+    c.tiles[t].active_cycles[l] += per_row;
+    c.tiles[t].skips[l] += per_row - macs[static_cast<size_t>(r)];
+    c.utilization += macs[static_cast<size_t>(r)];
+    if (!overflow.empty() && overflow[static_cast<size_t>(r)]) c.tiles[t].overflow = true;
+  }
+  return c;
+}
+
+// Rows per task: enough work per task to pay for a wake-up, a multiple of 4,
+// and several tasks per thread so a busy core does not stall the call.
+int64_t rows_per_task(int64_t rows, int64_t work_per_row, int threads) {
+  int64_t chunk = (rows + threads * 8 - 1) / (threads * 8);
+  const int64_t min_rows = (int64_t{1} << 18) / std::max<int64_t>(1, work_per_row);
+  chunk = std::max({chunk, min_rows, int64_t{4}});
+  return (chunk + 3) / 4 * 4;
+}
+
+}  // namespace
+
+FastEngine::FastEngine(FastEngineOptions options)
+    : isa_(options.isa), threads_(options.threads), pool_(options.pool) {
+  if (!engine_isa_supported(isa_))
+    throw std::invalid_argument(std::string("FastEngine: isa=") + engine_isa_name(isa_) +
+                                " is not supported by this CPU");
+  set_threads(options.threads);
+}
+
+ThreadPool& FastEngine::pool() const { return pool_ ? *pool_ : ThreadPool::global(); }
+
+int FastEngine::threads() const { return threads_ == 0 ? pool().threads() : std::min(threads_, pool().threads()); }
+
+void FastEngine::set_threads(int threads) {
+  if (threads < 0 || threads > 1024)
+    throw std::invalid_argument("FastEngine: threads=" + std::to_string(threads) +
+                                " out of range [0, 1024] (0 = all of the pool's)");
+  threads_ = threads;
+}
+
+OpCounters FastEngine::run_int8(const FastFrame& w, const int8_t* x, int64_t n, int32_t* y,
+                                uint64_t act_bytes) const {
+  const int64_t rows = w.rows(), cols = w.cols(), kp = w.padded_cols();
+  const size_t un = static_cast<size_t>(n), ukp = static_cast<size_t>(kp);
+  // Activations, padded to whole blocks, and their per-row facts.
+  int8_t* xp = reinterpret_cast<int8_t*>(scratch(0).get(un * ukp));
+  std::vector<int32_t> x_sum(un);
+  bool may_overflow = false;
+  for (int64_t b = 0; b < n; ++b) {
+    const int8_t* src = x + b * cols;
+    int8_t* dst = xp + b * kp;
+    std::memcpy(dst, src, static_cast<size_t>(cols));
+    std::memset(dst + cols, 0, static_cast<size_t>(kp - cols));
+    uint32_t sum = 0;
+    int64_t l1 = 0;
+    for (int64_t d = 0; d < cols; ++d) {
+      sum += static_cast<uint32_t>(static_cast<int32_t>(src[d]));
+      l1 += src[d] < 0 ? -src[d] : src[d];
+    }
+    x_sum[static_cast<size_t>(b)] = static_cast<int32_t>(sum);
+    if (l1 > INT32_MAX) may_overflow = true;
+  }
+  const ZeroPlan zeros_plan(n, cols, kp, [&](int64_t b, int64_t d) { return x[b * cols + d] == 0; });
+  std::vector<uint64_t> zero_hits(static_cast<size_t>(rows), 0);
+  std::vector<uint8_t> overflow(may_overflow ? static_cast<size_t>(rows) : 0, 0);
+  Int8Job job;
+  job.codes = w.codes();
+  job.row_bytes = w.row_bytes();
+  job.blocks = w.blocks_per_row();
+  job.x = xp;
+  job.x_stride = kp;
+  job.x_sum = x_sum.data();
+  job.n = n;
+  job.m = rows;
+  job.y = y;
+  const Int8Fn kernel = int8_kernel(isa_);
+
+  auto run_rows = [&](int64_t r0, int64_t r1) {
+    if (n > 0) kernel(job, r0, r1);
+    zeros_plan.count(isa_, w, r0, r1, zero_hits.data());
+    if (may_overflow) {
+      // Replay the reference's sequential accumulation for the rows whose
+      // prefix sums can leave int32 (only the flag is needed: wrapping
+      // results are order-independent).
+      for (int64_t b = 0; b < n; ++b) {
+        const int8_t* xr = x + b * cols;
+        int64_t l1 = 0;
+        for (int64_t d = 0; d < cols; ++d) l1 += xr[d] < 0 ? -xr[d] : xr[d];
+        if (l1 <= INT32_MAX) continue;
+        for (int64_t r = r0; r < r1; ++r) {
+          if (w.row_nonzeros()[static_cast<size_t>(r)] == 0) continue;
+          LaneAccumulator acc;
+          for (int64_t d = 0; d < cols; ++d) {
+            const int wv = w.trit(r, d);
+            if (wv != 0 && xr[d] != 0) acc.add(wv > 0 ? xr[d] : -static_cast<int64_t>(xr[d]));
+          }
+          if (acc.overflow) overflow[static_cast<size_t>(r)] = 1;
+        }
+      }
+    }
+  };
+
+  const int nthreads = threads();
+  const int64_t chunk = rows_per_task(rows, std::max<int64_t>(1, kp * n), nthreads);
+  const int64_t tasks = (rows + chunk - 1) / chunk;
+  if (nthreads <= 1 || tasks <= 1) {
+    run_rows(0, rows);
+  } else {
+    pool().parallel_for(
+        tasks, [&](int64_t i) { run_rows(i * chunk, std::min(rows, (i + 1) * chunk)); }, nthreads);
+  }
+
+  std::vector<uint64_t> macs(static_cast<size_t>(rows));
+  const auto& nnz = w.row_nonzeros();
+  for (int64_t r = 0; r < rows; ++r)
+    macs[static_cast<size_t>(r)] = static_cast<uint64_t>(n) * nnz[static_cast<size_t>(r)] - zero_hits[static_cast<size_t>(r)];
+  return tgemm_counters(w, n, macs, overflow, act_bytes);
+}
+
+OpCounters FastEngine::tgemm_int8(const FastFrame& w, const int8_t* x, int64_t n, int32_t* y) const {
+  check_batch(n, "tgemm_int8");
+  return run_int8(w, x, n, y, static_cast<uint64_t>(w.cols()));
+}
+
+OpCounters FastEngine::tgemm_ternary(const FastFrame& w, const int8_t* x, int64_t n, int32_t* y) const {
+  check_batch(n, "tgemm_ternary");
+  for (int64_t i = 0; i < n * w.cols(); ++i) {
+    if (x[i] < -1 || x[i] > 1)
+      throw FabricError(Status::ErrPack, "tgemm ternary activations: element " + std::to_string(i) +
+                                             " is " + std::to_string(x[i]) + "; ternary values are -1, 0, 1");
+  }
+  return run_int8(w, x, n, y, pt5::packed_size(static_cast<size_t>(w.cols())));
+}
+
+OpCounters FastEngine::tgemm_fp32(const FastFrame& w, const float* x, int64_t n, float* y) const {
+  check_batch(n, "tgemm_fp32");
+  const int64_t rows = w.rows(), cols = w.cols(), kp = w.padded_cols();
+  const size_t un = static_cast<size_t>(n), ukp = static_cast<size_t>(kp);
+  float* xp = reinterpret_cast<float*>(scratch(0).get(un * ukp * sizeof(float)));
+  for (int64_t b = 0; b < n; ++b) {
+    std::memcpy(xp + b * kp, x + b * cols, static_cast<size_t>(cols) * sizeof(float));
+    std::fill(xp + b * kp + cols, xp + (b + 1) * kp, 0.0f);
+  }
+  const ZeroPlan zeros_plan(n, cols, kp, [&](int64_t b, int64_t d) { return x[b * cols + d] == 0.0f; });
+  std::vector<uint64_t> zero_hits(static_cast<size_t>(rows), 0);
+  Fp32Job job;
+  job.codes = w.codes();
+  job.row_bytes = w.row_bytes();
+  job.blocks = w.blocks_per_row();
+  job.x = xp;
+  job.x_stride = kp;
+  job.n = n;
+  job.m = rows;
+  job.y = y;
+  const Fp32Fn kernel = fp32_kernel(isa_);
+  auto run_rows = [&](int64_t r0, int64_t r1) {
+    if (n > 0) kernel(job, r0, r1);
+    zeros_plan.count(isa_, w, r0, r1, zero_hits.data());
+  };
+  const int nthreads = threads();
+  const int64_t chunk = rows_per_task(rows, std::max<int64_t>(1, kp * n * 4), nthreads);
+  const int64_t tasks = (rows + chunk - 1) / chunk;
+  if (nthreads <= 1 || tasks <= 1) {
+    run_rows(0, rows);
+  } else {
+    pool().parallel_for(
+        tasks, [&](int64_t i) { run_rows(i * chunk, std::min(rows, (i + 1) * chunk)); }, nthreads);
+  }
+  std::vector<uint64_t> macs(static_cast<size_t>(rows));
+  const auto& nnz = w.row_nonzeros();
+  for (int64_t r = 0; r < rows; ++r)
+    macs[static_cast<size_t>(r)] = static_cast<uint64_t>(n) * nnz[static_cast<size_t>(r)] - zero_hits[static_cast<size_t>(r)];
+  return tgemm_counters(w, n, macs, {}, 4 * static_cast<uint64_t>(cols));
+}
+
+namespace {
+
+enum class Elementwise { Dot, Add, Mul };
+
+OpCounters run_elementwise(Elementwise kind, const uint8_t* pa, const uint8_t* pb, int64_t n,
+                           int tiles, int64_t* dot_out, uint8_t* out) {
+  if (n < 0 || n > INT32_MAX)
+    throw std::invalid_argument("elementwise kernel: n=" + std::to_string(n) + " out of range [0, 2147483647]");
+  if (tiles < 1 || tiles > 255)
+    throw std::invalid_argument("elementwise kernel: tiles=" + std::to_string(tiles) + " out of range [1, 255]");
+  const size_t un = static_cast<size_t>(n);
+  std::vector<int8_t> a(un), b(un), o(kind == Elementwise::Dot ? 0 : un);
+  pt5::decode(pa, un, a.data());
+  pt5::decode(pb, un, b.data());
+  const int64_t group = int64_t{kLanesPerTile} * tiles;
+  OpCounters c(tiles);
+  c.burst_wait_cycles = burst_cycles(2 * pt5::packed_size(un));
+  c.compute_cycles = static_cast<uint64_t>((n + group - 1) / group);
+  c.cycles = c.compute_cycles + c.burst_wait_cycles;
+  // Lane g holds elements g, g+G, ...: ceil((n - g) / G) of them.
+  std::vector<uint64_t> lane_skips(static_cast<size_t>(group), 0);
+  int64_t g = 0;
+  int64_t dot = 0;
+  for (size_t i = 0; i < un; ++i) {
+    const int av = a[i], bv = b[i];
+    lane_skips[static_cast<size_t>(g)] += (av == 0) | (bv == 0);
+    if (++g == group) g = 0;
+    switch (kind) {
+      case Elementwise::Dot: dot += av * bv; break;
+      case Elementwise::Mul: o[i] = static_cast<int8_t>(av * bv); break;
+      case Elementwise::Add: o[i] = static_cast<int8_t>(std::clamp(av + bv, -1, 1)); break;
+    }
+  }
+  uint64_t skips = 0;
+  for (int64_t lane = 0; lane < group; ++lane) {
+    const int t = static_cast<int>(lane / kLanesPerTile), l = static_cast<int>(lane % kLanesPerTile);
+    const uint64_t active = lane < n ? static_cast<uint64_t>((n - lane + group - 1) / group) : 0;
+    c.tiles[t].active_cycles[l] = active;
+    c.tiles[t].skips[l] = lane_skips[static_cast<size_t>(lane)];
+    skips += lane_skips[static_cast<size_t>(lane)];
+  }
+  c.utilization = un - skips;
+  // A lane's accumulator holds at most ceil(n / G) <= 2^31 - 1 unit steps,
+  // so DOT cannot set an overflow flag; ADD and MUL produce trits.
+  if (kind == Elementwise::Dot) *dot_out = dot;
+  else pt5::encode(o.data(), un, out);
+  return c;
+}
+
+}  // namespace
+
+OpCounters FastEngine::dot(const uint8_t* a, const uint8_t* b, int64_t n, int tiles, int64_t* result) const {
+  return run_elementwise(Elementwise::Dot, a, b, n, tiles, result, nullptr);
+}
+OpCounters FastEngine::add(const uint8_t* a, const uint8_t* b, int64_t n, int tiles, uint8_t* out) const {
+  return run_elementwise(Elementwise::Add, a, b, n, tiles, nullptr, out);
+}
+OpCounters FastEngine::mul(const uint8_t* a, const uint8_t* b, int64_t n, int tiles, uint8_t* out) const {
+  return run_elementwise(Elementwise::Mul, a, b, n, tiles, nullptr, out);
+}
+
+}  // namespace tfmbs::fabric

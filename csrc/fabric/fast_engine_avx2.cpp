@@ -1,0 +1,168 @@
+// AVX2 kernels of the fast engine (CPUs without AVX-512 VNNI). Same layout
+// and results as the AVX-512 ones: each 64-byte block is used as two
+// 32-byte halves; vpmaddubsw(c, x) + vpmaddwd(.., 1) replaces vpdpbusd
+// (no int16 saturation: |c * x| <= 256, a pair <= 512).
+#include <immintrin.h>
+
+#include "fabric/fast_engine_kernels.h"
+
+namespace tfmbs::fabric::fast_detail {
+namespace {
+
+inline __m256i dot_u8s8(__m256i acc, __m256i u, __m256i s) {
+  return _mm256_add_epi32(acc, _mm256_madd_epi16(_mm256_maddubs_epi16(u, s), _mm256_set1_epi16(1)));
+}
+
+inline int32_t hsum(__m256i v) {
+  __m128i s = _mm_add_epi32(_mm256_castsi256_si128(v), _mm256_extracti128_si256(v, 1));
+  s = _mm_add_epi32(s, _mm_shuffle_epi32(s, 0x4e));
+  s = _mm_add_epi32(s, _mm_shuffle_epi32(s, 0xb1));
+  return _mm_cvtsi128_si32(s);
+}
+
+template <int R, int NB>
+inline __attribute__((always_inline)) void int8_tile(const Int8Job& j, int64_t r0, int64_t n0) {
+  __m256i acc[R][NB];
+  #pragma GCC unroll 16
+  for (int r = 0; r < R; ++r)
+    #pragma GCC unroll 16
+    for (int n = 0; n < NB; ++n) acc[r][n] = _mm256_setzero_si256();
+  const __m256i three = _mm256_set1_epi8(3);
+  for (int64_t b = 0; b < j.blocks; ++b) {
+    for (int h = 0; h < 2; ++h) {
+      __m256i v[R];
+      #pragma GCC unroll 16
+      for (int r = 0; r < R; ++r)
+        v[r] = _mm256_load_si256(reinterpret_cast<const __m256i*>(j.codes + (r0 + r) * j.row_bytes + b * 64 + h * 32));
+#pragma GCC unroll 4
+      for (int i = 0; i < 4; ++i) {
+        const int64_t off = b * 256 + i * 64 + h * 32;
+        #pragma GCC unroll 16
+        for (int r = 0; r < R; ++r) {
+          const __m256i q = _mm256_and_si256(_mm256_srli_epi16(v[r], 2 * i), three);
+          #pragma GCC unroll 16
+          for (int n = 0; n < NB; ++n) {
+            const __m256i xv = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(j.x + (n0 + n) * j.x_stride + off));
+            acc[r][n] = dot_u8s8(acc[r][n], q, xv);
+          }
+        }
+      }
+    }
+  }
+  #pragma GCC unroll 16
+  for (int r = 0; r < R; ++r) {
+    #pragma GCC unroll 16
+    for (int n = 0; n < NB; ++n) {
+      const uint32_t s = static_cast<uint32_t>(hsum(acc[r][n]));
+      j.y[(n0 + n) * j.m + r0 + r] = static_cast<int32_t>(s - static_cast<uint32_t>(j.x_sum[n0 + n]));
+    }
+  }
+}
+
+template <int NB>
+void int8_rows_nb(const Int8Job& j, int64_t r0, int64_t r1, int64_t n0) {
+  constexpr int R = NB <= 2 ? 2 : 1;
+  int64_t r = r0;
+  for (; r + R <= r1; r += R) int8_tile<R, NB>(j, r, n0);
+  for (; r < r1; ++r) int8_tile<1, NB>(j, r, n0);
+}
+
+// fp32: banks 0..7 in lo, 8..15 in hi. Masked-out lanes add +0.0 / subtract
+// +0.0, which leaves a bank unchanged because a bank is never -0.0 (it
+// starts at +0.0 and IEEE round-to-nearest sums give -0.0 only from -0.0
+// operands), so the results equal the masked AVX-512 and scalar kernels.
+template <int NB>
+inline __attribute__((always_inline)) void fp32_tile(const Fp32Job& j, int64_t r, int64_t n0) {
+  __m256 lo[NB], hi[NB];
+  #pragma GCC unroll 16
+  for (int n = 0; n < NB; ++n) lo[n] = hi[n] = _mm256_setzero_ps();
+  const __m256i three = _mm256_set1_epi32(3), two = _mm256_set1_epi32(2), zero = _mm256_setzero_si256();
+  const uint8_t* row = j.codes + r * j.row_bytes;
+  // Columns in increasing order: block b, group i (bits 2i), slice g.
+  for (int64_t b = 0; b < j.blocks; ++b) {
+#pragma GCC unroll 4
+    for (int i = 0; i < 4; ++i) {
+      for (int g = 0; g < 4; ++g) {
+        const int64_t off = b * 256 + i * 64 + g * 16;
+        const __m256i c_lo = _mm256_cvtepu8_epi32(_mm_loadl_epi64(reinterpret_cast<const __m128i*>(row + b * 64 + g * 16)));
+        const __m256i c_hi = _mm256_cvtepu8_epi32(_mm_loadl_epi64(reinterpret_cast<const __m128i*>(row + b * 64 + g * 16 + 8)));
+        const __m256i q_lo = _mm256_and_si256(_mm256_srli_epi32(c_lo, 2 * i), three);
+        const __m256i q_hi = _mm256_and_si256(_mm256_srli_epi32(c_hi, 2 * i), three);
+        const __m256 pos_lo = _mm256_castsi256_ps(_mm256_cmpeq_epi32(q_lo, two));
+        const __m256 neg_lo = _mm256_castsi256_ps(_mm256_cmpeq_epi32(q_lo, zero));
+        const __m256 pos_hi = _mm256_castsi256_ps(_mm256_cmpeq_epi32(q_hi, two));
+        const __m256 neg_hi = _mm256_castsi256_ps(_mm256_cmpeq_epi32(q_hi, zero));
+        #pragma GCC unroll 16
+        for (int n = 0; n < NB; ++n) {
+          const float* x = j.x + (n0 + n) * j.x_stride + off;
+          const __m256 xl = _mm256_loadu_ps(x), xh = _mm256_loadu_ps(x + 8);
+          lo[n] = _mm256_sub_ps(_mm256_add_ps(lo[n], _mm256_and_ps(xl, pos_lo)), _mm256_and_ps(xl, neg_lo));
+          hi[n] = _mm256_sub_ps(_mm256_add_ps(hi[n], _mm256_and_ps(xh, pos_hi)), _mm256_and_ps(xh, neg_hi));
+        }
+      }
+    }
+  }
+  #pragma GCC unroll 16
+  for (int n = 0; n < NB; ++n) {
+    alignas(32) float bank[16];
+    _mm256_store_ps(bank, lo[n]);
+    _mm256_store_ps(bank + 8, hi[n]);
+    j.y[(n0 + n) * j.m + r] = reduce_fp_banks(bank);
+  }
+}
+
+}  // namespace
+
+void int8_rows_avx2(const Int8Job& j, int64_t r0, int64_t r1) {
+  constexpr int kTile = 4;  // 16 ymm registers: at most 4 batch rows at once
+  for (int64_t c0 = r0; c0 < r1; c0 += 64) {
+    const int64_t c1 = c0 + 64 < r1 ? c0 + 64 : r1;
+    for (int64_t n0 = 0; n0 < j.n; n0 += kTile) {
+      switch (j.n - n0 < kTile ? j.n - n0 : kTile) {
+        case 1: int8_rows_nb<1>(j, c0, c1, n0); break;
+        case 2: int8_rows_nb<2>(j, c0, c1, n0); break;
+        case 3: int8_rows_nb<3>(j, c0, c1, n0); break;
+        default: int8_rows_nb<4>(j, c0, c1, n0); break;
+      }
+    }
+  }
+}
+
+void zero_hits_avx2(const ZeroCountJob& j, int64_t r0, int64_t r1) {
+  const __m256i one = _mm256_set1_epi8(1);
+  for (int64_t r = r0; r < r1; ++r) {
+    uint64_t hits = 0;
+    for (int64_t c = 0; c < j.chunks; ++c) {
+      const uint8_t* zc = j.zero_counts + c * j.stride;
+      __m256i acc = _mm256_setzero_si256();
+      for (int64_t b = 0; b < j.blocks; ++b) {
+        for (int h = 0; h < 2; ++h) {
+          const __m256i v = _mm256_load_si256(reinterpret_cast<const __m256i*>(j.codes + r * j.row_bytes + b * 64 + h * 32));
+#pragma GCC unroll 4
+          for (int i = 0; i < 4; ++i) {
+            const __m256i nz = _mm256_andnot_si256(_mm256_srli_epi16(v, 2 * i), one);  // |w|
+            const __m256i z = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(zc + b * 256 + i * 64 + h * 32));
+            acc = dot_u8s8(acc, z, nz);
+          }
+        }
+      }
+      hits += static_cast<uint32_t>(hsum(acc));
+    }
+    j.zero_hits[r] = hits;
+  }
+}
+
+void fp32_rows_avx2(const Fp32Job& j, int64_t r0, int64_t r1) {
+  for (int64_t r = r0; r < r1; ++r) {
+    for (int64_t n0 = 0; n0 < j.n; n0 += 4) {
+      switch (j.n - n0 < 4 ? j.n - n0 : 4) {
+        case 1: fp32_tile<1>(j, r, n0); break;
+        case 2: fp32_tile<2>(j, r, n0); break;
+        case 3: fp32_tile<3>(j, r, n0); break;
+        default: fp32_tile<4>(j, r, n0); break;
+      }
+    }
+  }
+}
+
+}  // namespace tfmbs::fabric::fast_detail

@@ -1,0 +1,74 @@
+// Internal: the fast engine's per-ISA kernels over the FastFrame layout
+// (fast_frame.h). Plain structs and functions only: the SIMD translation
+// units are compiled with ISA flags, so nothing here may instantiate an
+// inline/template function that other code could share (ODR would let the
+// linker pick the AVX-512 copy for everybody).
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+
+namespace tfmbs::fabric::fast_detail {
+
+// Batch rows handled together so every decoded weight vector is reused.
+inline constexpr int kBatchTile = 8;
+
+struct Int8Job {
+  const uint8_t* codes = nullptr;  // FastFrame::codes()
+  size_t row_bytes = 0;
+  int64_t blocks = 0;              // 256-column blocks per row
+  const int8_t* x = nullptr;       // [n][x_stride] activations, zero-padded to blocks*256
+  int64_t x_stride = 0;
+  const int32_t* x_sum = nullptr;  // [n] sum of each activation row (wrapping)
+  int64_t n = 0;                   // batch rows
+  int64_t m = 0;                   // output rows (y's row stride)
+  int32_t* y = nullptr;            // [n][m]
+};
+
+// Zero-activation hits for the counters: for each weight row r,
+//   zero_hits[r] = sum_c sum_d |w[r,d]| * zero_counts[c][d],
+// where zero_counts[c][d] (u8) is how many batch rows of chunk c have a zero
+// activation in column d (pad columns: 0). A chunk's sum fits in int32
+// (the caller sizes chunks so that 255-or-fewer rows * K < 2^31).
+struct ZeroCountJob {
+  const uint8_t* codes = nullptr;
+  size_t row_bytes = 0;
+  int64_t blocks = 0;
+  const uint8_t* zero_counts = nullptr;  // [chunks][stride]
+  int64_t stride = 0;
+  int64_t chunks = 0;
+  uint64_t* zero_hits = nullptr;         // [m]
+};
+
+struct Fp32Job {
+  const uint8_t* codes = nullptr;
+  size_t row_bytes = 0;
+  int64_t blocks = 0;
+  const float* x = nullptr;  // [n][x_stride], zero-padded to blocks*256
+  int64_t x_stride = 0;
+  int64_t n = 0, m = 0;
+  float* y = nullptr;        // [n][m]
+};
+
+// Each computes output rows [r0, r1) for all batch rows.
+// int8: y[n][r] = sum_d w[r,d]*x[n,d] mod 2^32.
+void int8_rows_scalar(const Int8Job& job, int64_t r0, int64_t r1);
+void int8_rows_avx2(const Int8Job& job, int64_t r0, int64_t r1);
+void int8_rows_avx512(const Int8Job& job, int64_t r0, int64_t r1);
+void zero_hits_scalar(const ZeroCountJob& job, int64_t r0, int64_t r1);
+void zero_hits_avx2(const ZeroCountJob& job, int64_t r0, int64_t r1);
+void zero_hits_avx512(const ZeroCountJob& job, int64_t r0, int64_t r1);
+// fp32: the 16-bank order of reference_engine.h.
+void fp32_rows_scalar(const Fp32Job& job, int64_t r0, int64_t r1);
+void fp32_rows_avx2(const Fp32Job& job, int64_t r0, int64_t r1);
+void fp32_rows_avx512(const Fp32Job& job, int64_t r0, int64_t r1);
+
+// The fixed bank reduction tree (reference_engine.h), shared by every ISA
+// (static: each translation unit keeps its own copy, compiled for its ISA).
+static inline float reduce_fp_banks(float* b) {
+  for (int s = 8; s >= 1; s /= 2)
+    for (int j = 0; j < s; ++j) b[j] = b[j] + b[j + s];
+  return b[0];
+}
+
+}  // namespace tfmbs::fabric::fast_detail

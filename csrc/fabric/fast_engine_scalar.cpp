@@ -1,0 +1,67 @@
+// The fast engine's portable kernels (any CPU): same layout and results as
+// the SIMD ones, used where the CPU has neither AVX2 nor AVX-512.
+#include "fabric/fast_engine_kernels.h"
+
+namespace tfmbs::fabric::fast_detail {
+
+void int8_rows_scalar(const Int8Job& j, int64_t r0, int64_t r1) {
+  for (int64_t r = r0; r < r1; ++r) {
+    const uint8_t* row = j.codes + r * j.row_bytes;
+    for (int64_t n = 0; n < j.n; ++n) {
+      const int8_t* x = j.x + n * j.x_stride;
+      uint32_t acc = 0;
+      for (int64_t b = 0; b < j.blocks; ++b) {
+        const uint8_t* blk = row + b * 64;
+        for (int i = 0; i < 4; ++i) {
+          const int64_t base = b * 256 + i * 64;
+          for (int k = 0; k < 64; ++k) {
+            const int code = (blk[k] >> (2 * i)) & 3;
+            acc += static_cast<uint32_t>((code - 1) * x[base + k]);
+          }
+        }
+      }
+      j.y[n * j.m + r] = static_cast<int32_t>(acc);
+    }
+  }
+}
+
+void zero_hits_scalar(const ZeroCountJob& j, int64_t r0, int64_t r1) {
+  for (int64_t r = r0; r < r1; ++r) {
+    const uint8_t* row = j.codes + r * j.row_bytes;
+    uint64_t hits = 0;
+    for (int64_t c = 0; c < j.chunks; ++c) {
+      const uint8_t* zc = j.zero_counts + c * j.stride;
+      for (int64_t b = 0; b < j.blocks; ++b)
+        for (int i = 0; i < 4; ++i)
+          for (int k = 0; k < 64; ++k)
+            hits += (((row[b * 64 + k] >> (2 * i)) & 3) != 1) * zc[b * 256 + i * 64 + k];
+    }
+    j.zero_hits[r] = hits;
+  }
+}
+
+void fp32_rows_scalar(const Fp32Job& j, int64_t r0, int64_t r1) {
+  for (int64_t r = r0; r < r1; ++r) {
+    const uint8_t* row = j.codes + r * j.row_bytes;
+    for (int64_t n = 0; n < j.n; ++n) {
+      const float* x = j.x + n * j.x_stride;
+      float bank[16] = {};
+      for (int64_t b = 0; b < j.blocks; ++b) {
+        const uint8_t* blk = row + b * 64;
+        for (int i = 0; i < 4; ++i) {
+          const int64_t base = b * 256 + i * 64;
+          for (int k = 0; k < 64; ++k) {
+            const int code = (blk[k] >> (2 * i)) & 3;
+            const float xv = x[base + k];
+            if (xv == 0.0f) continue;  // zero-skip
+            if (code == 2) bank[k % 16] += xv;
+            else if (code == 0) bank[k % 16] -= xv;
+          }
+        }
+      }
+      j.y[n * j.m + r] = reduce_fp_banks(bank);
+    }
+  }
+}
+
+}  // namespace tfmbs::fabric::fast_detail

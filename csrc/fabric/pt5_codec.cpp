@@ -1,0 +1,136 @@
+// PT-5 scalar reference and the run-time ISA dispatch.
+#include "fabric/pt5_codec.h"
+
+#include <string>
+
+#include "fabric/pt5_codec_detail.h"
+#include "fabric/status.h"
+
+namespace tfmbs::fabric::pt5 {
+namespace detail {
+namespace {
+
+[[noreturn]] void throw_bad_trit(size_t index, int value) {
+  throw FabricError(Status::ErrPack,
+                    "PT-5 encode: trit at index " + std::to_string(index) +
+                        " is " + std::to_string(value) +
+                        "; allowed values are -1, 0, 1");
+}
+
+[[noreturn]] void throw_bad_byte(size_t offset, unsigned value) {
+  throw FabricError(Status::ErrPack,
+                    "PT-5 decode: byte at offset " + std::to_string(offset) +
+                        " is " + std::to_string(value) +
+                        "; valid PT-5 bytes are 0..242");
+}
+
+}  // namespace
+
+// The definition, digit by digit: byte = sum_i (t_i + 1) * 3^i.
+void encode_scalar_from(const int8_t* trits, size_t n_trits, uint8_t* out,
+                        size_t first_byte) {
+  const size_t n_bytes = packed_size(n_trits);
+  for (size_t b = first_byte; b < n_bytes; ++b) {
+    unsigned byte = 0, weight = 1;
+    for (size_t i = 0; i < 5; ++i, weight *= 3) {
+      const size_t index = 5 * b + i;
+      int t = 0;  // the tail is padded with zero trits
+      if (index < n_trits) {
+        t = trits[index];
+        if (t < -1 || t > 1) throw_bad_trit(index, t);
+      }
+      byte += static_cast<unsigned>(t + 1) * weight;
+    }
+    out[b] = static_cast<uint8_t>(byte);
+  }
+}
+
+void decode_scalar_from(const uint8_t* packed, size_t n_trits, int8_t* out,
+                        size_t first_byte) {
+  const size_t n_bytes = packed_size(n_trits);
+  for (size_t b = first_byte; b < n_bytes; ++b) {
+    unsigned byte = packed[b];
+    if (byte >= 243) throw_bad_byte(b, byte);
+    for (size_t i = 0; i < 5 && 5 * b + i < n_trits; ++i) {
+      out[5 * b + i] = static_cast<int8_t>(static_cast<int>(byte % 3) - 1);
+      byte /= 3;
+    }
+  }
+}
+
+void encode_scalar(const int8_t* trits, size_t n_trits, uint8_t* out) {
+  encode_scalar_from(trits, n_trits, out, 0);
+}
+
+void decode_scalar(const uint8_t* packed, size_t n_trits, int8_t* out) {
+  decode_scalar_from(packed, n_trits, out, 0);
+}
+
+const char* isa_name(Isa isa) {
+  switch (isa) {
+    case Isa::Scalar: return "scalar";
+    case Isa::Avx2: return "avx2";
+    case Isa::Avx512: return "avx512";
+  }
+  return "unknown";
+}
+
+bool cpu_supports(Isa isa) {
+#if defined(__x86_64__) || defined(__i386__)
+  switch (isa) {
+    case Isa::Scalar: return true;
+    case Isa::Avx2: return __builtin_cpu_supports("avx2");
+    case Isa::Avx512:
+      return __builtin_cpu_supports("avx512f") &&
+             __builtin_cpu_supports("avx512bw") &&
+             __builtin_cpu_supports("avx512vbmi");
+  }
+  return false;
+#else
+  return isa == Isa::Scalar;
+#endif
+}
+
+Isa active_isa() {
+  static const Isa isa = cpu_supports(Isa::Avx512) ? Isa::Avx512
+                         : cpu_supports(Isa::Avx2) ? Isa::Avx2
+                                                   : Isa::Scalar;
+  return isa;
+}
+
+}  // namespace detail
+
+namespace {
+using EncodeFn = void (*)(const int8_t*, size_t, uint8_t*);
+using DecodeFn = void (*)(const uint8_t*, size_t, int8_t*);
+
+struct Kernels {
+  EncodeFn encode;
+  DecodeFn decode;
+};
+
+const Kernels& kernels() {
+  static const Kernels k = [] {
+    switch (detail::active_isa()) {
+      case detail::Isa::Avx512:
+        return Kernels{detail::encode_avx512, detail::decode_avx512};
+      case detail::Isa::Avx2:
+        return Kernels{detail::encode_avx2, detail::decode_avx2};
+      case detail::Isa::Scalar:
+        break;
+    }
+    return Kernels{detail::encode_scalar, detail::decode_scalar};
+  }();
+  return k;
+}
+}  // namespace
+
+void encode(const int8_t* trits, size_t n_trits, uint8_t* out) {
+  kernels().encode(trits, n_trits, out);
+}
+
+void decode(const uint8_t* packed, size_t n_trits, int8_t* out) {
+  kernels().decode(packed, n_trits, out);
+}
+
+}  // namespace tfmbs::fabric::pt5

@@ -1,0 +1,122 @@
+#include "fabric/thread_pool.h"
+
+#include <stdexcept>
+#include <string>
+
+namespace tfmbs::fabric {
+namespace {
+thread_local bool t_inside_pool_task = false;
+}
+
+int ThreadPool::hardware_threads() {
+  const unsigned n = std::thread::hardware_concurrency();
+  return n == 0 ? 1 : static_cast<int>(n);
+}
+
+ThreadPool::ThreadPool(int threads) { start(threads); }
+
+ThreadPool::~ThreadPool() { stop(); }
+
+void ThreadPool::start(int threads) {
+  if (threads == 0) threads = hardware_threads();
+  if (threads < 1 || threads > 1024)
+    throw std::invalid_argument("ThreadPool: threads=" + std::to_string(threads) +
+                                " out of range [1, 1024] (0 = hardware cores)");
+  stopping_ = false;
+  for (int i = 0; i < threads - 1; ++i) workers_.emplace_back([this, i] { worker_loop(i); });
+}
+
+void ThreadPool::stop() {
+  {
+    std::lock_guard<std::mutex> lock(mutex_);
+    stopping_ = true;
+  }
+  work_cv_.notify_all();
+  for (auto& w : workers_) w.join();
+  workers_.clear();
+}
+
+void ThreadPool::resize(int threads) {
+  if (threads == 0) threads = hardware_threads();
+  if (threads < 1 || threads > 1024)
+    throw std::invalid_argument("ThreadPool: threads=" + std::to_string(threads) +
+                                " out of range [1, 1024] (0 = hardware cores)");
+  std::lock_guard<std::mutex> job(submit_mutex_);
+  stop();
+  start(threads);
+}
+
+ThreadPool& ThreadPool::global() {
+  static ThreadPool* pool = new ThreadPool(0);  // leaked on purpose
+  return *pool;
+}
+
+void ThreadPool::run_tasks() {
+  for (;;) {
+    const int64_t i = next_.fetch_add(1, std::memory_order_relaxed);
+    if (i >= tasks_) return;
+    try {
+      (*fn_)(i);
+    } catch (...) {
+      std::lock_guard<std::mutex> lock(mutex_);
+      if (!error_) error_ = std::current_exception();
+      next_.store(tasks_, std::memory_order_relaxed);  // skip the rest
+    }
+  }
+}
+
+void ThreadPool::worker_loop(int index) {
+  uint64_t seen = 0;
+  for (;;) {
+    {
+      std::unique_lock<std::mutex> lock(mutex_);
+      work_cv_.wait(lock, [&] { return stopping_ || (generation_ != seen && index < participants_); });
+      if (stopping_) return;
+      seen = generation_;
+    }
+    t_inside_pool_task = true;
+    run_tasks();
+    t_inside_pool_task = false;
+    {
+      std::lock_guard<std::mutex> lock(mutex_);
+      if (--running_ == 0) done_cv_.notify_one();
+    }
+  }
+}
+
+void ThreadPool::parallel_for(int64_t tasks, const std::function<void(int64_t)>& fn,
+                              int max_threads) {
+  if (tasks <= 0) return;
+  int threads = max_threads <= 0 ? this->threads() : std::min(max_threads, this->threads());
+  if (threads > tasks) threads = static_cast<int>(tasks);
+  if (threads <= 1 || t_inside_pool_task) {
+    for (int64_t i = 0; i < tasks; ++i) fn(i);
+    return;
+  }
+  std::lock_guard<std::mutex> job(submit_mutex_);
+  {
+    std::lock_guard<std::mutex> lock(mutex_);
+    fn_ = &fn;
+    tasks_ = tasks;
+    next_.store(0, std::memory_order_relaxed);
+    error_ = nullptr;
+    participants_ = threads - 1;
+    running_ = participants_;
+    ++generation_;
+  }
+  work_cv_.notify_all();
+  t_inside_pool_task = true;
+  run_tasks();
+  t_inside_pool_task = false;
+  std::exception_ptr error;
+  {
+    std::unique_lock<std::mutex> lock(mutex_);
+    done_cv_.wait(lock, [&] { return running_ == 0; });
+    error = error_;
+    error_ = nullptr;
+    fn_ = nullptr;
+  }
+  if (error) std::rethrow_exception(error);
+}
+
+}  // namespace tfmbs::fabric

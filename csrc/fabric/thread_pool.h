@@ -1,0 +1,63 @@
+// The fast engine's own thread pool. Workers block on a condition variable
+// while idle (never spin: these are 2-core VMs shared with PyTorch's own
+// threads); the calling thread always takes part in the work, so a pool of
+// n threads has n-1 workers and a 1-thread call never touches them.
+#pragma once
+
+#include <atomic>
+#include <condition_variable>
+#include <cstdint>
+#include <exception>
+#include <functional>
+#include <mutex>
+#include <thread>
+#include <vector>
+
+namespace tfmbs::fabric {
+
+class ThreadPool {
+ public:
+  // threads >= 1 (else std::invalid_argument naming the value); 0 means the
+  // hardware's core count.
+  explicit ThreadPool(int threads = 0);
+  ~ThreadPool();
+  ThreadPool(const ThreadPool&) = delete;
+  ThreadPool& operator=(const ThreadPool&) = delete;
+
+  int threads() const { return static_cast<int>(workers_.size()) + 1; }
+  // Waits for a running job, then replaces the workers (same rules as the
+  // constructor).
+  void resize(int threads);
+
+  // Runs fn(i) for every i in [0, tasks) on at most max_threads threads
+  // (<= 0: all of the pool's), the caller included; returns when all are
+  // done. If a task throws, remaining tasks are skipped and the first
+  // exception is rethrown here. Jobs from different callers run one after
+  // another; a call from inside a task runs inline.
+  void parallel_for(int64_t tasks, const std::function<void(int64_t)>& fn, int max_threads = 0);
+
+  // The process-wide pool (hardware core count; never destroyed).
+  static ThreadPool& global();
+  static int hardware_threads();
+
+ private:
+  void start(int threads);
+  void stop();
+  void worker_loop(int index);
+  void run_tasks();
+
+  std::mutex submit_mutex_;  // one job at a time
+  std::mutex mutex_;
+  std::condition_variable work_cv_, done_cv_;
+  std::vector<std::thread> workers_;
+  bool stopping_ = false;
+  uint64_t generation_ = 0;
+  int participants_ = 0;  // workers taking part in the current job
+  int running_ = 0;       // workers still inside the current job
+  const std::function<void(int64_t)>* fn_ = nullptr;
+  int64_t tasks_ = 0;
+  std::atomic<int64_t> next_{0};
+  std::exception_ptr error_;
+};
+
+}  // namespace tfmbs::fabric

@@ -1,0 +1,342 @@
+#include <gtest/gtest.h>
+
+#include <cstring>
+#include <random>
+#include <vector>
+
+#include "fabric/fabric_pool.h"
+#include "fabric/fast_engine.h"
+#include "fabric/pt5_codec.h"
+#include "fabric/reference_engine.h"
+#include "fabric/status.h"
+#include "fabric/thread_pool.h"
+
+namespace tfmbs::fabric {
+namespace {
+
+std::vector<EngineIsa> supported_isas() {
+  std::vector<EngineIsa> out;
+  for (EngineIsa isa : {EngineIsa::Scalar, EngineIsa::Avx2, EngineIsa::Avx512})
+    if (engine_isa_supported(isa)) out.push_back(isa);
+  return out;
+}
+
+ThreadPool& test_pool() {
+  static ThreadPool* pool = new ThreadPool(4);  // more threads than cores on purpose
+  return *pool;
+}
+
+// Weights with the given fraction of zeros.
+std::vector<int8_t> random_weights(int64_t rows, int64_t cols, double zero_fraction, std::mt19937& rng) {
+  std::uniform_real_distribution<double> u(0, 1);
+  std::vector<int8_t> w(static_cast<size_t>(rows * cols));
+  for (auto& v : w) v = u(rng) < zero_fraction ? 0 : (rng() & 1 ? 1 : -1);
+  return w;
+}
+
+std::vector<int8_t> random_int8(int64_t count, double zero_fraction, std::mt19937& rng) {
+  std::uniform_real_distribution<double> u(0, 1);
+  std::vector<int8_t> x(static_cast<size_t>(count));
+  for (auto& v : x) {
+    if (u(rng) < zero_fraction) { v = 0; continue; }
+    do v = static_cast<int8_t>(static_cast<int>(rng() % 256) - 128); while (v == 0);
+  }
+  return x;
+}
+
+std::vector<int8_t> random_ternary(int64_t count, double zero_fraction, std::mt19937& rng) {
+  std::uniform_real_distribution<double> u(0, 1);
+  std::vector<int8_t> x(static_cast<size_t>(count));
+  for (auto& v : x) v = u(rng) < zero_fraction ? 0 : (rng() & 1 ? 1 : -1);
+  return x;
+}
+
+std::vector<float> random_float(int64_t count, double zero_fraction, std::mt19937& rng) {
+  std::uniform_real_distribution<double> u(0, 1);
+  std::normal_distribution<float> g(0, 1);
+  std::vector<float> x(static_cast<size_t>(count));
+  for (auto& v : x) {
+    const double p = u(rng);
+    if (p < zero_fraction) v = (rng() & 1) ? 0.0f : -0.0f;
+    else v = g(rng) * (p < 0.1 + zero_fraction ? 1e6f : 1.0f);  // magnitudes that make order matter
+  }
+  return x;
+}
+
+struct Shape {
+  int64_t rows, cols;
+  int tiles;
+};
+
+const Shape kShapes[] = {{1, 1, 1},   {7, 13, 1},   {61, 37, 4},  {60, 300, 4},
+                         {130, 257, 3}, {75, 511, 4}, {16, 1000, 2}, {300, 64, 4}};
+const double kWeightSparsity[] = {0.0, 0.5, 0.95, 1.0};
+const double kActZeros[] = {0.0, 0.005, 0.3, 1.0};
+
+#define EXPECT_COUNTERS_EQ(ref, fast) \
+  EXPECT_TRUE((ref) == (fast)) << "first difference (reference vs fast): " << (ref).first_difference(fast)
+
+TEST(FastFrame, LayoutMatchesItsDocumentation) {
+  // Column b*256 + i*64 + j is byte b*64 + j, bits 2i..2i+1, code w + 1.
+  const int64_t K = 600;
+  std::vector<int8_t> w(2 * K, 0);
+  w[K + 300] = 1;   // row 1, block 1, i = 0, j = 44
+  w[K + 511] = -1;  // row 1, block 1, i = 3, j = 63
+  w[5] = 1;         // row 0, block 0, i = 0, j = 5
+  auto f = FastFrame::from_trits(w.data(), 2, K, 4);
+  EXPECT_EQ(f.padded_cols(), 768);
+  EXPECT_EQ(f.row_bytes(), 192u);
+  EXPECT_EQ(f.blocks_per_row(), 3);
+  const uint8_t* r1 = f.row_codes(1);
+  EXPECT_EQ(r1[64 + 44], 0x55 - 1 + 2);       // code 2 at bits 0..1, others 1
+  EXPECT_EQ(r1[64 + 63], 0x15);              // code 0 at bits 6..7
+  EXPECT_EQ(f.row_codes(0)[5], 0x56);
+  EXPECT_EQ(f.row_codes(0)[2 * 64 + 63], 0x55);  // padding = zero weights
+  EXPECT_EQ(f.row_nonzeros(), (std::vector<uint32_t>{1, 2}));
+  EXPECT_EQ(f.trit(1, 300), 1);
+  EXPECT_EQ(f.trit(1, 511), -1);
+  EXPECT_EQ(f.to_trits(), w);
+}
+
+TEST(FastFrame, RoundTripsAndLoadsFromLaneMajor) {
+  std::mt19937 rng(11);
+  for (const Shape& s : kShapes) {
+    auto w = random_weights(s.rows, s.cols, 0.3, rng);
+    auto f = FastFrame::from_trits(w.data(), s.rows, s.cols, s.tiles);
+    EXPECT_EQ(f.to_trits(), w);
+    auto lm = LaneMajorFrame::from_trits(w.data(), s.rows, s.cols, s.tiles);
+    auto g = FastFrame::from_lane_major(lm);
+    EXPECT_EQ(g.to_trits(), w);
+    EXPECT_EQ(g.tiles(), s.tiles);
+    EXPECT_EQ(std::memcmp(f.codes(), g.codes(), f.bytes()), 0);
+  }
+  std::vector<int8_t> bad = {1, 0, 0, -2};
+  try {
+    FastFrame::from_trits(bad.data(), 2, 2, 1);
+    FAIL();
+  } catch (const FabricError& e) {
+    EXPECT_EQ(e.status(), Status::ErrPack);
+    EXPECT_NE(std::string(e.what()).find("row 1, column 1 is -2"), std::string::npos) << e.what();
+  }
+  EXPECT_THROW(FastFrame::from_trits(bad.data(), 1, kFastMaxCols + 1, 1), std::invalid_argument);
+}
+
+TEST(FastFrame, LivesInThePoolWhenGivenOne) {
+  FabricPool pool("test", size_t{64} << 20);
+  std::mt19937 rng(2);
+  auto w = random_weights(100, 1000, 0.2, rng);
+  auto f = FastFrame::from_trits(w.data(), 100, 1000, 4, &pool);
+  EXPECT_TRUE(pool.contains(f.codes()));
+  EXPECT_EQ(f.to_trits(), w);
+}
+
+TEST(FastEngine, IsaNamesAndOptions) {
+  EXPECT_STREQ(engine_isa_name(EngineIsa::Scalar), "scalar");
+  EXPECT_STREQ(engine_isa_name(EngineIsa::Avx2), "avx2");
+  EXPECT_STREQ(engine_isa_name(EngineIsa::Avx512), "avx512");
+  EXPECT_TRUE(engine_isa_supported(EngineIsa::Scalar));
+  EXPECT_TRUE(engine_isa_supported(best_engine_isa()));
+  EXPECT_THROW(FastEngine(FastEngineOptions{EngineIsa::Scalar, -1, nullptr}), std::invalid_argument);
+  FastEngine e(FastEngineOptions{EngineIsa::Scalar, 3, &test_pool()});
+  EXPECT_EQ(e.threads(), 3);
+  e.set_threads(0);
+  EXPECT_EQ(e.threads(), 4);
+  EXPECT_THROW(e.set_threads(-2), std::invalid_argument);
+  std::vector<int8_t> w(4, 1);
+  auto f = FastFrame::from_trits(w.data(), 2, 2, 1);
+  int32_t y[2];
+  EXPECT_THROW(e.tgemm_int8(f, w.data(), -1, y), std::invalid_argument);
+}
+
+// Reference vs fast, bit for bit, results and every counter: each ISA the
+// CPU has, 1..4 threads, all shapes, weight sparsities and zero-activation
+// densities (few zeros and many take different counting paths).
+TEST(FastEngine, Int8MatchesReferenceEverywhere) {
+  std::mt19937 rng(1234);
+  int combo = 0;
+  for (const Shape& s : kShapes) {
+    for (double ws : kWeightSparsity) {
+      auto w = random_weights(s.rows, s.cols, ws, rng);
+      auto lm = LaneMajorFrame::from_trits(w.data(), s.rows, s.cols, s.tiles);
+      auto ff = FastFrame::from_trits(w.data(), s.rows, s.cols, s.tiles);
+      for (int64_t n : {1, 3, 8, 9}) {
+        const double xz = kActZeros[combo++ % 4];
+        auto x = random_int8(n * s.cols, xz, rng);
+        std::vector<int32_t> y_ref(static_cast<size_t>(n * s.rows));
+        OpCounters c_ref = reference::tgemm_int8(lm, x.data(), n, y_ref.data());
+        for (EngineIsa isa : supported_isas()) {
+          for (int threads : {1, 2, 4}) {
+            SCOPED_TRACE(testing::Message() << "M=" << s.rows << " K=" << s.cols << " tiles=" << s.tiles
+                                            << " wzero=" << ws << " N=" << n << " xzero=" << xz
+                                            << " isa=" << engine_isa_name(isa) << " threads=" << threads);
+            FastEngine e(FastEngineOptions{isa, threads, &test_pool()});
+            std::vector<int32_t> y(y_ref.size(), 0x5a5a5a5a);
+            OpCounters c = e.tgemm_int8(ff, x.data(), n, y.data());
+            ASSERT_EQ(y, y_ref);
+            EXPECT_COUNTERS_EQ(c_ref, c);
+          }
+        }
+      }
+    }
+  }
+}
+
+TEST(FastEngine, TernaryMatchesReference) {
+  std::mt19937 rng(99);
+  int combo = 0;
+  for (const Shape& s : kShapes) {
+    for (double ws : {0.0, 0.5, 1.0}) {
+      auto w = random_weights(s.rows, s.cols, ws, rng);
+      auto lm = LaneMajorFrame::from_trits(w.data(), s.rows, s.cols, s.tiles);
+      auto ff = FastFrame::from_trits(w.data(), s.rows, s.cols, s.tiles);
+      for (int64_t n : {1, 3, 8}) {
+        const double xz = kActZeros[combo++ % 4];
+        auto x = random_ternary(n * s.cols, xz, rng);
+        std::vector<int32_t> y_ref(static_cast<size_t>(n * s.rows));
+        OpCounters c_ref = reference::tgemm_ternary(lm, x.data(), n, y_ref.data());
+        for (EngineIsa isa : supported_isas()) {
+          SCOPED_TRACE(testing::Message() << "M=" << s.rows << " K=" << s.cols << " N=" << n
+                                          << " isa=" << engine_isa_name(isa));
+          FastEngine e(FastEngineOptions{isa, 2, &test_pool()});
+          std::vector<int32_t> y(y_ref.size());
+          OpCounters c = e.tgemm_ternary(ff, x.data(), n, y.data());
+          ASSERT_EQ(y, y_ref);
+          EXPECT_COUNTERS_EQ(c_ref, c);
+        }
+      }
+    }
+  }
+  std::vector<int8_t> w(4, 1), bad = {1, 3};
+  auto ff = FastFrame::from_trits(w.data(), 2, 2, 1);
+  int32_t y[2];
+  FastEngine e;
+  try {
+    e.tgemm_ternary(ff, bad.data(), 1, y);
+    FAIL();
+  } catch (const FabricError& err) {
+    EXPECT_EQ(err.status(), Status::ErrPack);
+    EXPECT_NE(std::string(err.what()).find("element 1 is 3"), std::string::npos);
+  }
+}
+
+TEST(FastEngine, Fp32MatchesReferenceBitForBit) {
+  std::mt19937 rng(77);
+  int combo = 0;
+  for (const Shape& s : kShapes) {
+    for (double ws : {0.0, 0.5, 0.95}) {
+      auto w = random_weights(s.rows, s.cols, ws, rng);
+      auto lm = LaneMajorFrame::from_trits(w.data(), s.rows, s.cols, s.tiles);
+      auto ff = FastFrame::from_trits(w.data(), s.rows, s.cols, s.tiles);
+      for (int64_t n : {1, 3, 8, 9}) {
+        const double xz = kActZeros[combo++ % 4];
+        auto x = random_float(n * s.cols, xz, rng);
+        std::vector<float> y_ref(static_cast<size_t>(n * s.rows));
+        OpCounters c_ref = reference::tgemm_fp32(lm, x.data(), n, y_ref.data());
+        for (EngineIsa isa : supported_isas()) {
+          for (int threads : {1, 3}) {
+            SCOPED_TRACE(testing::Message() << "M=" << s.rows << " K=" << s.cols << " N=" << n << " xzero=" << xz
+                                            << " isa=" << engine_isa_name(isa) << " threads=" << threads);
+            FastEngine e(FastEngineOptions{isa, threads, &test_pool()});
+            std::vector<float> y(y_ref.size(), 12345.0f);
+            OpCounters c = e.tgemm_fp32(ff, x.data(), n, y.data());
+            ASSERT_EQ(std::memcmp(y.data(), y_ref.data(), y.size() * sizeof(float)), 0);
+            EXPECT_COUNTERS_EQ(c_ref, c);
+          }
+        }
+      }
+    }
+  }
+}
+
+TEST(FastEngine, LargeGemvAndGemmMatchReference) {
+  std::mt19937 rng(4096);
+  const int64_t M = 4096, K = 4096;
+  auto w = random_weights(M, K, 0.33, rng);
+  auto lm = LaneMajorFrame::from_trits(w.data(), M, K, 4);
+  auto ff = FastFrame::from_trits(w.data(), M, K, 4);
+  for (int64_t n : {1, 3}) {
+    auto x = random_int8(n * K, 0.01, rng);
+    std::vector<int32_t> y_ref(static_cast<size_t>(n * M)), y(y_ref.size());
+    OpCounters c_ref = reference::tgemm_int8(lm, x.data(), n, y_ref.data());
+    FastEngine e;
+    OpCounters c = e.tgemm_int8(ff, x.data(), n, y.data());
+    ASSERT_EQ(y, y_ref);
+    EXPECT_COUNTERS_EQ(c_ref, c);
+  }
+}
+
+TEST(FastEngine, EmptyShapes) {
+  std::vector<int8_t> w(5 * 3, 1);
+  for (EngineIsa isa : supported_isas()) {
+    FastEngine e(FastEngineOptions{isa, 2, &test_pool()});
+    auto f = FastFrame::from_trits(w.data(), 5, 3, 4);
+    auto lm = LaneMajorFrame::from_trits(w.data(), 5, 3, 4);
+    EXPECT_EQ(e.tgemm_int8(f, nullptr, 0, nullptr), reference::tgemm_int8(lm, nullptr, 0, nullptr));
+    auto k0 = FastFrame::from_trits(nullptr, 5, 0, 4);
+    auto lk0 = LaneMajorFrame::from_trits(nullptr, 5, 0, 4);
+    std::vector<int32_t> y(5, 7), y_ref(5, 9);
+    EXPECT_EQ(e.tgemm_int8(k0, nullptr, 1, y.data()), reference::tgemm_int8(lk0, nullptr, 1, y_ref.data()));
+    EXPECT_EQ(y, y_ref);
+    auto m0 = FastFrame::from_trits(nullptr, 0, 7, 4);
+    std::vector<int8_t> x(7, 1);
+    EXPECT_EQ(e.tgemm_int8(m0, x.data(), 1, nullptr), OpCounters(4));
+  }
+}
+
+// The lane accumulators wrap at 32 bits; the fast engine must flag exactly
+// the tiles the reference flags (reference test: AccumulatorOverflow...).
+TEST(FastEngine, AccumulatorOverflowMatchesReference) {
+  const int64_t K = 16909321;  // 127 * K > 2^31 - 1
+  std::vector<int8_t> w(16 * static_cast<size_t>(K), 0);
+  for (int64_t d = 0; d < K; ++d) {
+    w[d] = d + 1 < K ? 1 : 0;  // row 0, tile 0: 127 * (K - 1) fits
+    w[15 * K + d] = 1;         // row 15, tile 1: wraps
+  }
+  auto f = FastFrame::from_trits(w.data(), 16, K, 2);
+  w.clear();
+  w.shrink_to_fit();
+  std::vector<int8_t> x(static_cast<size_t>(K), 127);
+  for (EngineIsa isa : supported_isas()) {
+    SCOPED_TRACE(engine_isa_name(isa));
+    FastEngine e(FastEngineOptions{isa, 2, &test_pool()});
+    std::vector<int32_t> y(16);
+    OpCounters c = e.tgemm_int8(f, x.data(), 1, y.data());
+    EXPECT_EQ(y[0], 127 * (K - 1));
+    EXPECT_EQ(y[15], static_cast<int32_t>(static_cast<uint32_t>(127u * static_cast<uint32_t>(K))));
+    EXPECT_FALSE(c.tiles[0].overflow);
+    EXPECT_TRUE(c.tiles[1].overflow);
+    EXPECT_EQ(c.utilization, static_cast<uint64_t>(2 * K - 1));
+    EXPECT_EQ(c.tiles[0].skips[0], 1u);
+  }
+}
+
+TEST(FastEngine, ElementwiseMatchesReference) {
+  std::mt19937 rng(5);
+  FastEngine e;
+  for (int tiles : {1, 4}) {
+    for (int64_t n : {0, 1, 14, 15, 16, 61, 1000, 4097}) {
+      auto a = random_ternary(n, 0.3, rng), b = random_ternary(n, 0.3, rng);
+      std::vector<uint8_t> pa(pt5::packed_size(n)), pb(pa.size());
+      pt5::encode(a.data(), n, pa.data());
+      pt5::encode(b.data(), n, pb.data());
+      SCOPED_TRACE(testing::Message() << "n=" << n << " tiles=" << tiles);
+      int64_t d_ref = -1, d = -2;
+      EXPECT_COUNTERS_EQ(reference::dot(pa.data(), pb.data(), n, tiles, &d_ref),
+                         e.dot(pa.data(), pb.data(), n, tiles, &d));
+      EXPECT_EQ(d, d_ref);
+      std::vector<uint8_t> o_ref(pa.size()), o(pa.size());
+      EXPECT_COUNTERS_EQ(reference::add(pa.data(), pb.data(), n, tiles, o_ref.data()),
+                         e.add(pa.data(), pb.data(), n, tiles, o.data()));
+      EXPECT_EQ(o, o_ref);
+      EXPECT_COUNTERS_EQ(reference::mul(pa.data(), pb.data(), n, tiles, o_ref.data()),
+                         e.mul(pa.data(), pb.data(), n, tiles, o.data()));
+      EXPECT_EQ(o, o_ref);
+    }
+  }
+  std::vector<uint8_t> bad = {250};
+  int64_t d;
+  EXPECT_THROW(e.dot(bad.data(), bad.data(), 5, 1, &d), FabricError);
+}
+
+}  // namespace
+}  // namespace tfmbs::fabric
