@@ -1,0 +1,94 @@
+#include "device/TfmbsDevices.h"
+
+#include <c10/util/Exception.h>
+
+#include <atomic>
+#include <mutex>
+#include <string>
+#include <vector>
+
+#include "fabric/fabric_config.h"
+
+namespace tfmbs {
+namespace {
+
+struct Devices {
+  std::vector<fabric::FabricPool*> pools;  // leaked: outlive interpreter exit
+};
+
+std::atomic<Devices*> g_devices{nullptr};
+thread_local c10::DeviceIndex t_current = 0;
+
+void create_devices() {
+  fabric::FabricConfig config;
+  try {
+    config = fabric::FabricConfig::from_env();
+  } catch (const std::invalid_argument& e) {
+    TORCH_CHECK_VALUE(false, e.what());
+  }
+  auto* devices = new Devices;
+  for (int i = 0; i < config.num_fabrics; ++i) {
+    devices->pools.push_back(
+        new fabric::FabricPool("tfmbs:" + std::to_string(i), config.pool_bytes));
+  }
+  g_devices.store(devices);
+}
+
+}  // namespace
+
+void init_devices() {
+  // A failed first call leaves g_devices unset, so the error repeats at
+  // every use instead of leaving a half-initialised backend.
+  if (g_devices) return;
+  static std::mutex mutex;
+  std::lock_guard<std::mutex> lock(mutex);
+  if (!g_devices) create_devices();
+}
+
+c10::DeviceIndex device_count() noexcept {
+  try {
+    init_devices();
+  } catch (...) {
+    return 0;
+  }
+  return static_cast<c10::DeviceIndex>(g_devices.load()->pools.size());
+}
+
+void check_device_index(c10::DeviceIndex index) {
+  init_devices();
+  auto count = static_cast<c10::DeviceIndex>(g_devices.load()->pools.size());
+  TORCH_CHECK_INDEX(index >= 0 && index < count, "tfmbs: invalid device index ",
+                    static_cast<int>(index), ": there ",
+                    count == 1 ? "is 1 tfmbs device" : "are " + std::to_string(count) + " tfmbs devices",
+                    " (valid indices 0..", static_cast<int>(count - 1),
+                    "; TFMBS_NUM_FABRICS sets the count)");
+}
+
+c10::DeviceIndex resolve_device(c10::DeviceIndex index) {
+  if (index < 0) return current_device();
+  check_device_index(index);
+  return index;
+}
+
+c10::DeviceIndex current_device() { return t_current; }
+
+void set_current_device(c10::DeviceIndex index) {
+  check_device_index(index);
+  t_current = index;
+}
+
+fabric::FabricPool& device_pool(c10::DeviceIndex index) {
+  check_device_index(index);
+  return *g_devices.load()->pools[index];
+}
+
+c10::DeviceIndex device_of_pointer(const void* ptr) {
+  Devices* devices = g_devices.load();
+  if (!devices) return -1;
+  for (size_t i = 0; i < devices->pools.size(); ++i) {
+    if (devices->pools[i]->contains(ptr)) return static_cast<c10::DeviceIndex>(i);
+  }
+  return -1;
+}
+
+}  // namespace tfmbs

@@ -1,0 +1,28 @@
+// The tfmbs devices of this process: how many there are, which is current
+// on this thread, and the fabric pool each owns. Configuration comes from
+// the environment once, at initialisation.
+#pragma once
+
+#include <c10/core/Device.h>
+
+#include "fabric/fabric_pool.h"
+
+namespace tfmbs {
+
+// Reads TFMBS_NUM_FABRICS / TFMBS_MEMORY (throws a c10::ValueError naming
+// the variable on a bad value). Idempotent; everything below calls it.
+void init_devices();
+
+c10::DeviceIndex device_count() noexcept;
+c10::DeviceIndex current_device();
+void set_current_device(c10::DeviceIndex index);
+// Throws an IndexError naming `index` and the valid range.
+void check_device_index(c10::DeviceIndex index);
+// Resolves -1 (the current device) and validates.
+c10::DeviceIndex resolve_device(c10::DeviceIndex index);
+
+fabric::FabricPool& device_pool(c10::DeviceIndex index);
+// The device whose pool holds `ptr`, or -1.
+c10::DeviceIndex device_of_pointer(const void* ptr);
+
+}  // namespace tfmbs

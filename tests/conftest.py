@@ -1,0 +1,32 @@
+import os
+
+# Two devices with small pools, set before torch (and, through the
+# torch.backends entry point, torch_tfmbs) is imported.
+os.environ.setdefault("TFMBS_NUM_FABRICS", "2")
+os.environ.setdefault("TFMBS_MEMORY", "1GiB")
+os.environ.setdefault("TFMBS_FALLBACK", "allow")
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+
+import subprocess  # noqa: E402
+import sys  # noqa: E402
+
+import pytest  # noqa: E402
+import torch  # noqa: E402
+import torch_tfmbs  # noqa: E402,F401
+
+
+def run_python(code, env=None, timeout=120):
+    """Runs `code` in a fresh interpreter; returns the CompletedProcess."""
+    full_env = dict(os.environ)
+    full_env.update(env or {})
+    return subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          env=full_env, timeout=timeout)
+
+
+@pytest.fixture
+def clean_memory():
+    """Frees cached blocks so memory numbers start from what is live."""
+    torch.tfmbs.empty_cache()
+    yield
+    torch.tfmbs.empty_cache()

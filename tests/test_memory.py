@@ -1,0 +1,119 @@
+import pytest
+import torch
+
+from conftest import run_python
+
+MiB = 1 << 20
+
+
+def test_allocated_grows_by_exactly_the_request(clean_memory):
+    base = torch.tfmbs.memory_allocated()
+    t = torch.empty(256, device="tfmbs")  # 1024 bytes, a multiple of 64
+    assert torch.tfmbs.memory_allocated() == base + 1024
+    stats = torch.tfmbs.memory_stats()
+    assert stats["requested_bytes.all.current"] >= 1024
+    assert stats["active_bytes.all.current"] == torch.tfmbs.memory_allocated()
+    assert torch.accelerator.memory_allocated() == torch.tfmbs.memory_allocated()
+    odd = torch.empty(3, dtype=torch.uint8, device="tfmbs")  # rounded to 64
+    assert torch.tfmbs.memory_allocated() == base + 1024 + 64
+    del t, odd
+    assert torch.tfmbs.memory_allocated() == base
+
+
+def test_peak_and_reset(clean_memory):
+    torch.tfmbs.reset_peak_memory_stats()
+    base = torch.tfmbs.memory_allocated()
+    t = torch.empty(4 * MiB, dtype=torch.uint8, device="tfmbs")
+    del t
+    assert torch.tfmbs.max_memory_allocated() >= base + 4 * MiB
+    torch.tfmbs.reset_peak_memory_stats()
+    assert torch.tfmbs.max_memory_allocated() == torch.tfmbs.memory_allocated() == base
+
+
+def test_memory_stats_has_cuda_key_names():
+    stats = torch.tfmbs.memory_stats()
+    for key in ("allocated_bytes.all.current", "allocated_bytes.small_pool.peak",
+                "reserved_bytes.all.peak", "reserved_bytes.large_pool.current",
+                "active.all.current", "segment.all.current", "inactive_split_bytes.all.current",
+                "num_ooms", "num_alloc_retries", "num_device_alloc", "num_device_free"):
+        assert key in stats, key
+
+
+def test_reserved_cache_and_empty_cache(clean_memory):
+    reserved = torch.tfmbs.memory_reserved()
+    t = torch.empty(8 * MiB, dtype=torch.uint8, device="tfmbs")
+    assert torch.tfmbs.memory_reserved() == reserved + 8 * MiB
+    del t
+    assert torch.tfmbs.memory_reserved() == reserved + 8 * MiB  # cached
+    free_before, total = torch.tfmbs.mem_get_info()
+    torch.tfmbs.empty_cache()
+    assert torch.tfmbs.memory_reserved() == reserved
+    free_after, total_after = torch.tfmbs.mem_get_info()
+    assert total == total_after == 1 << 30
+    assert free_after == free_before + 8 * MiB
+
+
+def test_stats_are_per_device(clean_memory):
+    before0 = torch.tfmbs.memory_allocated(0)
+    before1 = torch.tfmbs.memory_allocated("tfmbs:1")
+    t = torch.empty(MiB, dtype=torch.uint8, device="tfmbs:1")
+    assert torch.tfmbs.memory_allocated(1) == before1 + MiB
+    assert torch.tfmbs.memory_allocated(0) == before0
+    del t
+
+
+def test_memory_summary_is_a_table():
+    keep = torch.empty(1000, device="tfmbs")
+    text = torch.tfmbs.memory_summary()
+    assert "tfmbs memory summary, device tfmbs:0" in text
+    for row in ("Allocated memory", "Reserved memory", "from large pool", "Allocations", "OOMs"):
+        assert row in text
+    assert "from large pool" not in torch.tfmbs.memory_summary(abbreviated=True)
+    del keep
+
+
+def test_out_of_memory_names_the_numbers_and_keeps_data(clean_memory):
+    keep = torch.arange(1000.0, device="tfmbs")
+    big = torch.empty(600 * MiB, dtype=torch.uint8, device="tfmbs")
+    ooms = torch.tfmbs.memory_stats()["num_ooms"]
+    retries = torch.tfmbs.memory_stats()["num_alloc_retries"]
+    with pytest.raises(torch.OutOfMemoryError) as info:
+        torch.empty(600 * MiB, dtype=torch.uint8, device="tfmbs")
+    msg = str(info.value)
+    assert "tfmbs:0" in msg and "600.00 MiB" in msg and "capacity 1.00 GiB" in msg
+    assert "allocated" in msg and "cached" in msg
+    stats = torch.tfmbs.memory_stats()
+    assert stats["num_ooms"] == ooms + 1
+    assert stats["num_alloc_retries"] == retries + 1  # the cache was flushed first
+    assert torch.equal(keep.cpu(), torch.arange(1000.0))
+    del big
+    again = torch.empty(600 * MiB, dtype=torch.uint8, device="tfmbs")  # works after a free
+    assert again.numel() == 600 * MiB
+    del again
+    assert torch.equal(keep.cpu(), torch.arange(1000.0))
+
+
+def test_out_of_memory_in_a_fallback_op_keeps_data(clean_memory):
+    a = torch.ones(100 * MiB // 4, device="tfmbs")  # 100 MiB
+    hog = torch.empty(900 * MiB, dtype=torch.uint8, device="tfmbs")
+    with pytest.raises(torch.OutOfMemoryError):
+        a * 2  # the result (100 MiB) does not fit
+    assert a[:10].cpu().tolist() == [1.0] * 10
+    del hog
+    assert (a * 2)[:3].cpu().tolist() == [2.0] * 3
+
+
+@pytest.mark.parametrize("value", ["lots", "0", "-5GiB", "1000000TiB", "12XB"])
+def test_bad_tfmbs_memory_is_rejected_with_its_name(value):
+    r = run_python("import torch_tfmbs", env={"TFMBS_MEMORY": value})
+    assert r.returncode != 0
+    assert "TFMBS_MEMORY" in r.stderr and value in r.stderr, r.stderr
+
+
+def test_pool_is_reserved_lazily():
+    r = run_python("import torch_tfmbs, torch; from torch_tfmbs import _C\n"
+                   "print(_C.pool_info(0)['reserved'], end=' ')\n"
+                   "torch.ones(1, device='tfmbs'); print(_C.pool_info(0)['reserved'])",
+                   env={"TFMBS_MEMORY": "8GiB"})
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.strip() == "False True"

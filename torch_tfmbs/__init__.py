@@ -1,0 +1,47 @@
+"""tfmbs: a PyTorch device for the Ternary Fabric, emulated on the host.
+
+`import torch_tfmbs` (or plain `import torch`, through the torch.backends
+entry point) registers the "tfmbs" device: `model.to("tfmbs")` runs with
+CPU's numbers, and `torch.tfmbs` has the CUDA-style device and memory API.
+"""
+
+
+def _autoload():
+    """Entry point of the torch.backends group: importing is registering.
+
+    Defined before `import torch`: when the user imports torch_tfmbs first,
+    torch's autoload finds this module half-imported and calls this."""
+
+
+import torch  # noqa: E402
+
+from . import _C  # noqa: E402
+
+_C._init()
+
+from . import device as _device_module  # noqa: E402
+from .fallback import fallback_stats, reset_fallback_stats, set_fallback_mode  # noqa: E402,F401
+from .memory import memory_summary  # noqa: E402,F401
+
+
+def _register():
+    # The rename is once per process; autoload and an explicit import may
+    # both get here.
+    if torch._C._get_privateuse1_backend_name() != "tfmbs":
+        torch.utils.rename_privateuse1_backend("tfmbs")
+    if not hasattr(torch, "tfmbs"):
+        torch._register_device_module("tfmbs", _device_module)
+    if not hasattr(torch.Tensor, "is_tfmbs"):
+        torch.utils.generate_methods_for_privateuse1_backend(for_storage=True)
+
+
+_register()
+
+# The autograd engine runs a tfmbs node on a device worker thread, which may
+# drop the last reference to a finished graph task (holding Python objects)
+# after backward() has returned; if the interpreter is exiting by then, the
+# worker's GIL request kills it and the process aborts. Fabric work is
+# synchronous on the host, so nothing is gained by the hop: run backward on
+# the calling thread, as for CPU tensors.
+torch._C._set_multithreading_enabled(False)
+

@@ -1,0 +1,104 @@
+"""torch.tfmbs: the device module, with the names torch.cuda uses."""
+import contextlib
+
+import torch
+
+from . import _C
+from .memory import (  # noqa: F401
+    empty_cache,
+    max_memory_allocated,
+    max_memory_reserved,
+    mem_get_info,
+    memory_allocated,
+    memory_reserved,
+    memory_stats,
+    memory_stats_as_nested_dict,
+    memory_summary,
+    reset_accumulated_memory_stats,
+    reset_max_memory_allocated,
+    reset_peak_memory_stats,
+)
+from .random import (  # noqa: F401
+    default_generators,
+    get_rng_state,
+    get_rng_state_all,
+    initial_seed,
+    manual_seed,
+    manual_seed_all,
+    seed,
+    seed_all,
+    set_rng_state,
+    set_rng_state_all,
+)
+
+
+def is_available():
+    return _C.device_count() > 0
+
+
+def device_count():
+    return _C.device_count()
+
+
+def current_device():
+    return _C.current_device()
+
+
+def _index(device):
+    """The index of `device` (None: current; int, "tfmbs:1", torch.device)."""
+    if device is None:
+        return _C.current_device()
+    if isinstance(device, (str, torch.device)):
+        device = torch.device(device)
+        if device.type != "tfmbs":
+            raise ValueError(f"expected a tfmbs device, got {device}")
+        return _C.current_device() if device.index is None else _C.check_device(device.index)
+    return _C.check_device(int(device))
+
+
+def set_device(device):
+    _C.set_device(_index(device))
+
+
+def synchronize(device=None):
+    """Work on the emulated fabric completes before each op returns."""
+    _index(device)
+
+
+def is_initialized():
+    return True
+
+
+def _lazy_init():
+    pass
+
+
+def _is_in_bad_fork():
+    return False
+
+
+def get_amp_supported_dtype():
+    return [torch.float16, torch.bfloat16]
+
+
+class device:
+    """Context manager that makes `idx` the current tfmbs device."""
+
+    def __init__(self, idx):
+        self.idx = _index(idx) if idx is not None and idx != -1 else -1
+        self.prev_idx = -1
+
+    def __enter__(self):
+        self.prev_idx = _C.current_device()
+        if self.idx != -1:
+            _C.set_device(self.idx)
+
+    def __exit__(self, *exc):
+        _C.set_device(self.prev_idx)
+        return False
+
+
+@contextlib.contextmanager
+def device_of(tensor):
+    with device(tensor.device.index if tensor.device.type == "tfmbs" else -1):
+        yield
