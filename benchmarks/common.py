@@ -1,0 +1,48 @@
+"""Shared benchmark plumbing: timing (median of repeats after warm-up) and
+result files (benchmarks/results/NAME.json and NAME.md)."""
+import json
+import os
+import platform
+import statistics
+import time
+
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # both sides of every comparison
+
+RESULTS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "results")
+
+
+def median_seconds(fn, repeats=15, warmup=3, min_time=0.0):
+    """Median wall time of fn() over `repeats` runs, after `warmup` runs."""
+    for _ in range(warmup):
+        fn()
+    times = []
+    while len(times) < repeats or sum(times) < min_time:
+        start = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - start)
+    return statistics.median(times)
+
+
+def write_results(name, title, columns, rows, notes=()):
+    """Writes rows (dicts keyed by columns) as JSON and a markdown table."""
+    os.makedirs(RESULTS, exist_ok=True)
+    meta = {"machine": platform.machine(), "cores": os.cpu_count(),
+            "OMP_WAIT_POLICY": os.environ.get("OMP_WAIT_POLICY"), "notes": list(notes)}
+    with open(os.path.join(RESULTS, f"{name}.json"), "w") as f:
+        json.dump({"title": title, "meta": meta, "rows": rows}, f, indent=2)
+    lines = [f"# {title}", "", "| " + " | ".join(columns) + " |",
+             "|" + "---|" * len(columns)]
+    for row in rows:
+        lines.append("| " + " | ".join(_fmt(row[c]) for c in columns) + " |")
+    lines += [""] + [f"- {n}" for n in notes] + [f"- OMP_WAIT_POLICY={meta['OMP_WAIT_POLICY']}, "
+                                                  f"{meta['cores']} cores"]
+    text = "\n".join(lines) + "\n"
+    with open(os.path.join(RESULTS, f"{name}.md"), "w") as f:
+        f.write(text)
+    print(text)
+
+
+def _fmt(value):
+    if isinstance(value, float):
+        return f"{value:.3g}" if abs(value) < 1000 else f"{value:.0f}"
+    return str(value)
