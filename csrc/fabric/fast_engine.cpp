@@ -1,6 +1,7 @@
 #include "fabric/fast_engine.h"
 
 #include <algorithm>
+#include <cmath>
 #include <cstring>
 #include <stdexcept>
 #include <string>
@@ -215,7 +216,10 @@ FastEngine::FastEngine(FastEngineOptions options)
 
 ThreadPool& FastEngine::pool() const { return pool_ ? *pool_ : ThreadPool::global(); }
 
-int FastEngine::threads() const { return threads_ == 0 ? pool().threads() : std::min(threads_, pool().threads()); }
+int FastEngine::threads() const {
+  if (threads_ == 1) return 1;  // never touches (or creates) the pool
+  return threads_ == 0 ? pool().threads() : std::min(threads_, pool().threads());
+}
 
 void FastEngine::set_threads(int threads) {
   if (threads < 0 || threads > 1024)
@@ -231,22 +235,43 @@ OpCounters FastEngine::run_int8(const FastFrame& w, const int8_t* x, int64_t n, 
   // Activations, padded to whole blocks, and their per-row facts.
   int8_t* xp = reinterpret_cast<int8_t*>(scratch(0).get(un * ukp));
   std::vector<int32_t> x_sum(un);
-  bool may_overflow = false;
+  // The AVX-512 kernel counts zero hits in the same pass (see Int8Job);
+  // otherwise a ZeroPlan does it after the product.
+  const bool fuse_zeros = isa_ == EngineIsa::Avx512 && fast_detail::avx512_fuses_zero_counts() &&
+                          n <= 255 && n * cols < INT32_MAX;
+  uint8_t* zero_counts = fuse_zeros ? scratch(1).get(ukp) : nullptr;
+  if (fuse_zeros) std::memset(zero_counts, 0, ukp);
+  bool may_overflow = false, any_zero = false;
   for (int64_t b = 0; b < n; ++b) {
     const int8_t* src = x + b * cols;
     int8_t* dst = xp + b * kp;
-    std::memcpy(dst, src, static_cast<size_t>(cols));
-    std::memset(dst + cols, 0, static_cast<size_t>(kp - cols));
+    if (cols > 0) std::memcpy(dst, src, static_cast<size_t>(cols));
+    if (kp > cols) std::memset(dst + cols, 0, static_cast<size_t>(kp - cols));
     uint32_t sum = 0;
     int64_t l1 = 0;
+    uint8_t zeros = 0;
     for (int64_t d = 0; d < cols; ++d) {
-      sum += static_cast<uint32_t>(static_cast<int32_t>(src[d]));
-      l1 += src[d] < 0 ? -src[d] : src[d];
+      const int v = src[d];
+      sum += static_cast<uint32_t>(v);
+      l1 += v < 0 ? -v : v;
+      zeros |= v == 0;
     }
+    if (fuse_zeros && zeros) {
+      for (int64_t d = 0; d < cols; ++d) zero_counts[d] = static_cast<uint8_t>(zero_counts[d] + (src[d] == 0));
+    }
+    any_zero |= zeros != 0;
     x_sum[static_cast<size_t>(b)] = static_cast<int32_t>(sum);
     if (l1 > INT32_MAX) may_overflow = true;
   }
-  const ZeroPlan zeros_plan(n, cols, kp, [&](int64_t b, int64_t d) { return x[b * cols + d] == 0; });
+  std::vector<uint8_t> group_has_zero;
+  if (fuse_zeros && any_zero) {
+    group_has_zero.assign(static_cast<size_t>(kp / 64), 0);
+    for (int64_t g = 0; g < kp / 64; ++g)
+      for (int64_t d = g * 64; d < (g + 1) * 64; ++d) group_has_zero[static_cast<size_t>(g)] |= zero_counts[d] != 0;
+  }
+  const ZeroPlan zeros_plan = fuse_zeros || !any_zero
+                                  ? ZeroPlan(0, cols, kp, [](int64_t, int64_t) { return false; })
+                                  : ZeroPlan(n, cols, kp, [&](int64_t b, int64_t d) { return x[b * cols + d] == 0; });
   std::vector<uint64_t> zero_hits(static_cast<size_t>(rows), 0);
   std::vector<uint8_t> overflow(may_overflow ? static_cast<size_t>(rows) : 0, 0);
   Int8Job job;
@@ -259,6 +284,11 @@ OpCounters FastEngine::run_int8(const FastFrame& w, const int8_t* x, int64_t n, 
   job.n = n;
   job.m = rows;
   job.y = y;
+  if (fuse_zeros && any_zero) {
+    job.zero_counts = zero_counts;
+    job.group_has_zero = group_has_zero.data();
+    job.zero_hits = zero_hits.data();
+  }
   const Int8Fn kernel = int8_kernel(isa_);
 
   auto run_rows = [&](int64_t r0, int64_t r1) {
@@ -323,9 +353,11 @@ OpCounters FastEngine::tgemm_fp32(const FastFrame& w, const float* x, int64_t n,
   const int64_t rows = w.rows(), cols = w.cols(), kp = w.padded_cols();
   const size_t un = static_cast<size_t>(n), ukp = static_cast<size_t>(kp);
   float* xp = reinterpret_cast<float*>(scratch(0).get(un * ukp * sizeof(float)));
+  bool all_finite = true;
   for (int64_t b = 0; b < n; ++b) {
-    std::memcpy(xp + b * kp, x + b * cols, static_cast<size_t>(cols) * sizeof(float));
+    if (cols > 0) std::memcpy(xp + b * kp, x + b * cols, static_cast<size_t>(cols) * sizeof(float));
     std::fill(xp + b * kp + cols, xp + (b + 1) * kp, 0.0f);
+    for (int64_t d = 0; d < cols; ++d) all_finite &= std::isfinite(x[b * cols + d]);
   }
   const ZeroPlan zeros_plan(n, cols, kp, [&](int64_t b, int64_t d) { return x[b * cols + d] == 0.0f; });
   std::vector<uint64_t> zero_hits(static_cast<size_t>(rows), 0);
@@ -338,6 +370,7 @@ OpCounters FastEngine::tgemm_fp32(const FastFrame& w, const float* x, int64_t n,
   job.n = n;
   job.m = rows;
   job.y = y;
+  job.all_finite = all_finite;
   const Fp32Fn kernel = fp32_kernel(isa_);
   auto run_rows = [&](int64_t r0, int64_t r1) {
     if (n > 0) kernel(job, r0, r1);

@@ -71,12 +71,13 @@ void int8_rows_nb(const Int8Job& j, int64_t r0, int64_t r1, int64_t n0) {
 // +0.0, which leaves a bank unchanged because a bank is never -0.0 (it
 // starts at +0.0 and IEEE round-to-nearest sums give -0.0 only from -0.0
 // operands), so the results equal the masked AVX-512 and scalar kernels.
-template <int NB>
+template <int NB, bool kFma>
 inline __attribute__((always_inline)) void fp32_tile(const Fp32Job& j, int64_t r, int64_t n0) {
   __m256 lo[NB], hi[NB];
-  #pragma GCC unroll 16
+#pragma GCC unroll 16
   for (int n = 0; n < NB; ++n) lo[n] = hi[n] = _mm256_setzero_ps();
   const __m256i three = _mm256_set1_epi32(3), two = _mm256_set1_epi32(2), zero = _mm256_setzero_si256();
+  const __m256 code_to_weight = _mm256_setr_ps(-1.0f, 0.0f, 1.0f, 0.0f, 0, 0, 0, 0);
   const uint8_t* row = j.codes + r * j.row_bytes;
   // Columns in increasing order: block b, group i (bits 2i), slice g.
   for (int64_t b = 0; b < j.blocks; ++b) {
@@ -88,27 +89,44 @@ inline __attribute__((always_inline)) void fp32_tile(const Fp32Job& j, int64_t r
         const __m256i c_hi = _mm256_cvtepu8_epi32(_mm_loadl_epi64(reinterpret_cast<const __m128i*>(row + b * 64 + g * 16 + 8)));
         const __m256i q_lo = _mm256_and_si256(_mm256_srli_epi32(c_lo, 2 * i), three);
         const __m256i q_hi = _mm256_and_si256(_mm256_srli_epi32(c_hi, 2 * i), three);
-        const __m256 pos_lo = _mm256_castsi256_ps(_mm256_cmpeq_epi32(q_lo, two));
-        const __m256 neg_lo = _mm256_castsi256_ps(_mm256_cmpeq_epi32(q_lo, zero));
-        const __m256 pos_hi = _mm256_castsi256_ps(_mm256_cmpeq_epi32(q_hi, two));
-        const __m256 neg_hi = _mm256_castsi256_ps(_mm256_cmpeq_epi32(q_hi, zero));
-        #pragma GCC unroll 16
-        for (int n = 0; n < NB; ++n) {
-          const float* x = j.x + (n0 + n) * j.x_stride + off;
-          const __m256 xl = _mm256_loadu_ps(x), xh = _mm256_loadu_ps(x + 8);
-          lo[n] = _mm256_sub_ps(_mm256_add_ps(lo[n], _mm256_and_ps(xl, pos_lo)), _mm256_and_ps(xl, neg_lo));
-          hi[n] = _mm256_sub_ps(_mm256_add_ps(hi[n], _mm256_and_ps(xh, pos_hi)), _mm256_and_ps(xh, neg_hi));
+        if constexpr (kFma) {
+          const __m256 w_lo = _mm256_permutevar8x32_ps(code_to_weight, q_lo);
+          const __m256 w_hi = _mm256_permutevar8x32_ps(code_to_weight, q_hi);
+#pragma GCC unroll 16
+          for (int n = 0; n < NB; ++n) {
+            const float* x = j.x + (n0 + n) * j.x_stride + off;
+            lo[n] = _mm256_fmadd_ps(w_lo, _mm256_loadu_ps(x), lo[n]);
+            hi[n] = _mm256_fmadd_ps(w_hi, _mm256_loadu_ps(x + 8), hi[n]);
+          }
+        } else {
+          const __m256 pos_lo = _mm256_castsi256_ps(_mm256_cmpeq_epi32(q_lo, two));
+          const __m256 neg_lo = _mm256_castsi256_ps(_mm256_cmpeq_epi32(q_lo, zero));
+          const __m256 pos_hi = _mm256_castsi256_ps(_mm256_cmpeq_epi32(q_hi, two));
+          const __m256 neg_hi = _mm256_castsi256_ps(_mm256_cmpeq_epi32(q_hi, zero));
+#pragma GCC unroll 16
+          for (int n = 0; n < NB; ++n) {
+            const float* x = j.x + (n0 + n) * j.x_stride + off;
+            const __m256 xl = _mm256_loadu_ps(x), xh = _mm256_loadu_ps(x + 8);
+            lo[n] = _mm256_sub_ps(_mm256_add_ps(lo[n], _mm256_and_ps(xl, pos_lo)), _mm256_and_ps(xl, neg_lo));
+            hi[n] = _mm256_sub_ps(_mm256_add_ps(hi[n], _mm256_and_ps(xh, pos_hi)), _mm256_and_ps(xh, neg_hi));
+          }
         }
       }
     }
   }
-  #pragma GCC unroll 16
+#pragma GCC unroll 16
   for (int n = 0; n < NB; ++n) {
     alignas(32) float bank[16];
     _mm256_store_ps(bank, lo[n]);
     _mm256_store_ps(bank + 8, hi[n]);
     j.y[(n0 + n) * j.m + r] = reduce_fp_banks(bank);
   }
+}
+
+template <int NB>
+void fp32_row(const Fp32Job& j, int64_t r, int64_t n0) {
+  if (j.all_finite) fp32_tile<NB, true>(j, r, n0);
+  else fp32_tile<NB, false>(j, r, n0);
 }
 
 }  // namespace
@@ -156,10 +174,10 @@ void fp32_rows_avx2(const Fp32Job& j, int64_t r0, int64_t r1) {
   for (int64_t r = r0; r < r1; ++r) {
     for (int64_t n0 = 0; n0 < j.n; n0 += 4) {
       switch (j.n - n0 < 4 ? j.n - n0 : 4) {
-        case 1: fp32_tile<1>(j, r, n0); break;
-        case 2: fp32_tile<2>(j, r, n0); break;
-        case 3: fp32_tile<3>(j, r, n0); break;
-        default: fp32_tile<4>(j, r, n0); break;
+        case 1: fp32_row<1>(j, r, n0); break;
+        case 2: fp32_row<2>(j, r, n0); break;
+        case 3: fp32_row<3>(j, r, n0); break;
+        default: fp32_row<4>(j, r, n0); break;
       }
     }
   }

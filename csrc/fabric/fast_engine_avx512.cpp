@@ -13,54 +13,93 @@
 namespace tfmbs::fabric::fast_detail {
 namespace {
 
-template <int R, int NB>
+// Horizontal sum with wrapping vector adds (GCC's _mm512_reduce_add_epi32
+// ends in signed scalar adds, which are UB when the int32 sum wraps).
+inline uint32_t hsum(__m512i v) {
+  __m256i a = _mm256_add_epi32(_mm512_castsi512_si256(v), _mm512_extracti64x4_epi64(v, 1));
+  __m128i b = _mm_add_epi32(_mm256_castsi256_si128(a), _mm256_extracti128_si256(a, 1));
+  b = _mm_add_epi32(b, _mm_shuffle_epi32(b, 0x4e));
+  b = _mm_add_epi32(b, _mm_shuffle_epi32(b, 0xb1));
+  return static_cast<uint32_t>(_mm_cvtsi128_si32(b));
+}
+
+// S accumulators per (row, batch row), used round-robin over the four code
+// groups: vpdpbusd has a latency of several cycles, so small tiles need
+// more independent chains to reach its throughput.
+template <int R, int NB, int S, bool Z>
 inline __attribute__((always_inline)) void int8_tile(const Int8Job& j, int64_t r0, int64_t n0) {
-  __m512i acc[R][NB];
-  #pragma GCC unroll 16
-  for (int r = 0; r < R; ++r)
-    #pragma GCC unroll 16
-    for (int n = 0; n < NB; ++n) acc[r][n] = _mm512_setzero_si512();
-  const __m512i three = _mm512_set1_epi8(3);
+  __m512i acc[R][NB][S];
+  __m512i zacc[R];
+#pragma GCC unroll 16
+  for (int r = 0; r < R; ++r) {
+    zacc[r] = _mm512_setzero_si512();
+#pragma GCC unroll 16
+    for (int n = 0; n < NB; ++n)
+#pragma GCC unroll 4
+      for (int k = 0; k < S; ++k) acc[r][n][k] = _mm512_setzero_si512();
+  }
+  const __m512i three = _mm512_set1_epi8(3), one = _mm512_set1_epi8(1);
   const uint8_t* rows[R];
-  #pragma GCC unroll 16
+#pragma GCC unroll 16
   for (int r = 0; r < R; ++r) rows[r] = j.codes + (r0 + r) * j.row_bytes;
   const int8_t* xs[NB];
-  #pragma GCC unroll 16
+#pragma GCC unroll 16
   for (int n = 0; n < NB; ++n) xs[n] = j.x + (n0 + n) * j.x_stride;
   for (int64_t b = 0; b < j.blocks; ++b) {
     __m512i v[R];
-    #pragma GCC unroll 16
+#pragma GCC unroll 16
     for (int r = 0; r < R; ++r) v[r] = _mm512_load_si512(rows[r] + b * 64);
 #pragma GCC unroll 4
     for (int i = 0; i < 4; ++i) {
       const int64_t off = b * 256 + i * 64;
       __m512i xv[NB];
-      #pragma GCC unroll 16
+#pragma GCC unroll 16
       for (int n = 0; n < NB; ++n) xv[n] = _mm512_loadu_si512(xs[n] + off);
-      #pragma GCC unroll 16
+      bool has_zero = false;
+      __m512i zc = _mm512_setzero_si512();
+      if constexpr (Z) {
+        has_zero = j.group_has_zero[b * 4 + i] != 0;
+        if (has_zero) zc = _mm512_loadu_si512(j.zero_counts + off);
+      }
+#pragma GCC unroll 16
       for (int r = 0; r < R; ++r) {
         const __m512i q = _mm512_and_si512(_mm512_srli_epi16(v[r], 2 * i), three);
-        #pragma GCC unroll 16
-        for (int n = 0; n < NB; ++n) acc[r][n] = _mm512_dpbusd_epi32(acc[r][n], q, xv[n]);
+#pragma GCC unroll 16
+        for (int n = 0; n < NB; ++n) acc[r][n][i % S] = _mm512_dpbusd_epi32(acc[r][n][i % S], q, xv[n]);
+        if constexpr (Z) {
+          // |w| = (~c) & 1 for the code c = w + 1, times the zero count.
+          if (has_zero) zacc[r] = _mm512_dpbusd_epi32(zacc[r], zc, _mm512_andnot_si512(q, one));
+        }
       }
     }
   }
-  #pragma GCC unroll 16
+#pragma GCC unroll 16
   for (int r = 0; r < R; ++r) {
-    #pragma GCC unroll 16
+#pragma GCC unroll 16
     for (int n = 0; n < NB; ++n) {
-      const uint32_t s = static_cast<uint32_t>(_mm512_reduce_add_epi32(acc[r][n]));
-      j.y[(n0 + n) * j.m + r0 + r] = static_cast<int32_t>(s - static_cast<uint32_t>(j.x_sum[n0 + n]));
+      __m512i total = acc[r][n][0];
+#pragma GCC unroll 4
+      for (int k = 1; k < S; ++k) total = _mm512_add_epi32(total, acc[r][n][k]);
+      j.y[(n0 + n) * j.m + r0 + r] = static_cast<int32_t>(hsum(total) - static_cast<uint32_t>(j.x_sum[n0 + n]));
     }
+    if constexpr (Z) j.zero_hits[r0 + r] = hsum(zacc[r]);
   }
 }
 
+template <int NB, bool Z>
+void int8_rows_nbz(const Int8Job& j, int64_t r0, int64_t r1, int64_t n0) {
+  constexpr int R = 4;
+  constexpr int S = NB == 1 ? 4 : (NB == 2 ? 2 : 1);
+  int64_t r = r0;
+  for (; r + R <= r1; r += R) int8_tile<R, NB, S, Z>(j, r, n0);
+  for (; r < r1; ++r) int8_tile<1, NB, 4, Z>(j, r, n0);
+}
+
+// The zero hits are counted once per row, with the first batch tile.
 template <int NB>
 void int8_rows_nb(const Int8Job& j, int64_t r0, int64_t r1, int64_t n0) {
-  constexpr int R = 4;
-  int64_t r = r0;
-  for (; r + R <= r1; r += R) int8_tile<R, NB>(j, r, n0);
-  for (; r < r1; ++r) int8_tile<1, NB>(j, r, n0);
+  if (n0 == 0 && j.zero_counts != nullptr) int8_rows_nbz<NB, true>(j, r0, r1, n0);
+  else int8_rows_nbz<NB, false>(j, r0, r1, n0);
 }
 
 template <int R>
@@ -88,22 +127,25 @@ inline __attribute__((always_inline)) void zero_tile(const ZeroCountJob& j, int6
       }
     }
     #pragma GCC unroll 16
-    for (int r = 0; r < R; ++r) hits[r] += static_cast<uint32_t>(_mm512_reduce_add_epi32(acc[r]));
+    for (int r = 0; r < R; ++r) hits[r] += hsum(acc[r]);
   }
   #pragma GCC unroll 16
   for (int r = 0; r < R; ++r) j.zero_hits[r0 + r] = hits[r];
 }
 
-// fp32: zmm lane k of the accumulator is bank k (column % 16); each 16
-// columns add (w=+1) or subtract (w=-1) x under masks, zeros skipped.
-template <int R, int NB>
+// fp32: zmm lane k of the accumulator is bank k (column % 16). Masked path:
+// each 16 columns add (w=+1) or subtract (w=-1) x under masks, zeros
+// skipped. FMA path (all activations finite, see Fp32Job): acc = fma(w, x,
+// acc) with w in {-1,0,1} as floats - the same bits, half the instructions.
+template <int R, int NB, bool kFma>
 inline __attribute__((always_inline)) void fp32_tile(const Fp32Job& j, int64_t r0, int64_t n0) {
   __m512 acc[R][NB];
-  #pragma GCC unroll 16
+#pragma GCC unroll 16
   for (int r = 0; r < R; ++r)
-    #pragma GCC unroll 16
+#pragma GCC unroll 16
     for (int n = 0; n < NB; ++n) acc[r][n] = _mm512_setzero_ps();
   const __m128i three = _mm_set1_epi8(3), two = _mm_set1_epi8(2), zero = _mm_setzero_si128();
+  const __m512 code_to_weight = _mm512_setr_ps(-1.0f, 0.0f, 1.0f, 0.0f, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0);
   // Columns in increasing order (each bank sees its steps in order d):
   // block b, group i (bits 2i), then 16-column slices g of that group.
   for (int64_t b = 0; b < j.blocks; ++b) {
@@ -113,30 +155,36 @@ inline __attribute__((always_inline)) void fp32_tile(const Fp32Job& j, int64_t r
         const int64_t off = b * 256 + i * 64 + g * 16;
         __m512 xv[NB];
         __mmask16 xnz[NB];
-        #pragma GCC unroll 16
+#pragma GCC unroll 16
         for (int n = 0; n < NB; ++n) {
           xv[n] = _mm512_loadu_ps(j.x + (n0 + n) * j.x_stride + off);
           // zero-skip: x == 0.0 (either sign) never touches the bank.
-          xnz[n] = _mm512_cmp_ps_mask(xv[n], _mm512_setzero_ps(), _CMP_NEQ_UQ);
+          if constexpr (!kFma) xnz[n] = _mm512_cmp_ps_mask(xv[n], _mm512_setzero_ps(), _CMP_NEQ_UQ);
         }
-        #pragma GCC unroll 16
+#pragma GCC unroll 16
         for (int r = 0; r < R; ++r) {
           const __m128i v =
               _mm_load_si128(reinterpret_cast<const __m128i*>(j.codes + (r0 + r) * j.row_bytes + b * 64 + g * 16));
           const __m128i q = _mm_and_si128(_mm_srli_epi16(v, 2 * i), three);
-          const __mmask16 pos = _mm_cmpeq_epi8_mask(q, two), neg = _mm_cmpeq_epi8_mask(q, zero);
-          #pragma GCC unroll 16
-          for (int n = 0; n < NB; ++n) {
-            acc[r][n] = _mm512_mask_add_ps(acc[r][n], pos & xnz[n], acc[r][n], xv[n]);
-            acc[r][n] = _mm512_mask_sub_ps(acc[r][n], neg & xnz[n], acc[r][n], xv[n]);
+          if constexpr (kFma) {
+            const __m512 wf = _mm512_permutexvar_ps(_mm512_cvtepu8_epi32(q), code_to_weight);
+#pragma GCC unroll 16
+            for (int n = 0; n < NB; ++n) acc[r][n] = _mm512_fmadd_ps(wf, xv[n], acc[r][n]);
+          } else {
+            const __mmask16 pos = _mm_cmpeq_epi8_mask(q, two), neg = _mm_cmpeq_epi8_mask(q, zero);
+#pragma GCC unroll 16
+            for (int n = 0; n < NB; ++n) {
+              acc[r][n] = _mm512_mask_add_ps(acc[r][n], pos & xnz[n], acc[r][n], xv[n]);
+              acc[r][n] = _mm512_mask_sub_ps(acc[r][n], neg & xnz[n], acc[r][n], xv[n]);
+            }
           }
         }
       }
     }
   }
-  #pragma GCC unroll 16
+#pragma GCC unroll 16
   for (int r = 0; r < R; ++r) {
-    #pragma GCC unroll 16
+#pragma GCC unroll 16
     for (int n = 0; n < NB; ++n) {
       alignas(64) float bank[16];
       _mm512_store_ps(bank, acc[r][n]);
@@ -147,10 +195,16 @@ inline __attribute__((always_inline)) void fp32_tile(const Fp32Job& j, int64_t r
 
 template <int NB>
 void fp32_rows_nb(const Fp32Job& j, int64_t r0, int64_t r1, int64_t n0) {
-  constexpr int R = NB <= 2 ? 4 : 1;
+  // Enough independent accumulators to hide the add latency.
+  constexpr int R = NB == 1 ? 8 : (NB == 2 ? 4 : 2);
   int64_t r = r0;
-  for (; r + R <= r1; r += R) fp32_tile<R, NB>(j, r, n0);
-  for (; r < r1; ++r) fp32_tile<1, NB>(j, r, n0);
+  if (j.all_finite) {
+    for (; r + R <= r1; r += R) fp32_tile<R, NB, true>(j, r, n0);
+    for (; r < r1; ++r) fp32_tile<1, NB, true>(j, r, n0);
+  } else {
+    for (; r + R <= r1; r += R) fp32_tile<R, NB, false>(j, r, n0);
+    for (; r < r1; ++r) fp32_tile<1, NB, false>(j, r, n0);
+  }
 }
 
 }  // namespace

@@ -23,6 +23,14 @@ struct Int8Job {
   int64_t n = 0;                   // batch rows
   int64_t m = 0;                   // output rows (y's row stride)
   int32_t* y = nullptr;            // [n][m]
+  // Optional zero-hit counting fused into the product (kernels that report
+  // fuses_zero_counts()): zero_hits[r] = sum_d |w[r,d]| * zero_counts[d],
+  // zero_counts[d] = number of batch rows with x[n,d] == 0 (needs n <= 255
+  // and n * K < 2^31); only 64-column groups whose group_has_zero flag is
+  // set are visited, so a few zeros cost almost nothing.
+  const uint8_t* zero_counts = nullptr;     // [x_stride] or nullptr
+  const uint8_t* group_has_zero = nullptr;  // [blocks * 4]
+  uint64_t* zero_hits = nullptr;            // [m]
 };
 
 // Zero-activation hits for the counters: for each weight row r,
@@ -48,6 +56,11 @@ struct Fp32Job {
   int64_t x_stride = 0;
   int64_t n = 0, m = 0;
   float* y = nullptr;        // [n][m]
+  // Every activation is finite: then fma(w, x, acc) with w in {-1, 0, +1}
+  // equals the masked add/subtract/skip exactly (w*x is exact, fma rounds
+  // once; acc + (+-0) = acc because a bank is never -0.0), and the kernels
+  // may use it. With an inf/NaN present, 0 * x would differ: masked path.
+  bool all_finite = false;
 };
 
 // Each computes output rows [r0, r1) for all batch rows.
@@ -55,6 +68,7 @@ struct Fp32Job {
 void int8_rows_scalar(const Int8Job& job, int64_t r0, int64_t r1);
 void int8_rows_avx2(const Int8Job& job, int64_t r0, int64_t r1);
 void int8_rows_avx512(const Int8Job& job, int64_t r0, int64_t r1);
+inline bool avx512_fuses_zero_counts() { return true; }  // scalar/AVX2: separate pass
 void zero_hits_scalar(const ZeroCountJob& job, int64_t r0, int64_t r1);
 void zero_hits_avx2(const ZeroCountJob& job, int64_t r0, int64_t r1);
 void zero_hits_avx512(const ZeroCountJob& job, int64_t r0, int64_t r1);

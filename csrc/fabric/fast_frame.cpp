@@ -21,22 +21,40 @@ FastFrame FastFrame::from_trits(const int8_t* trits, int64_t rows, int64_t cols,
   f.padded_cols_ = (cols + kFastBlockCols - 1) / kFastBlockCols * kFastBlockCols;
   f.buffer_ = FrameBuffer(static_cast<size_t>(rows) * f.row_bytes(), pool);
   f.nnz_.assign(static_cast<size_t>(rows), 0);
-  // 0x55 = four codes of 1 (zero weights): the padding.
-  std::fill(f.buffer_.data(), f.buffer_.data() + f.buffer_.size(), uint8_t{0x55});
+  // Validate first (so the error names the first bad element), then pack
+  // 4 codes per byte without per-element checks.
+  const int64_t total = rows * cols;
+  for (int64_t i = 0; i < total; ++i) {
+    if (static_cast<unsigned>(trits[i] + 1) > 2u) {
+      throw FabricError(Status::ErrPack, "fast frame: trit at row " + std::to_string(i / cols) +
+                                             ", column " + std::to_string(i % cols) + " is " +
+                                             std::to_string(trits[i]) + "; allowed values are -1, 0, 1");
+    }
+  }
+  const int64_t blocks = f.blocks_per_row();
   for (int64_t r = 0; r < rows; ++r) {
+    const int8_t* src = trits + r * cols;
     uint8_t* row = f.buffer_.data() + r * f.row_bytes();
     uint32_t nnz = 0;
-    for (int64_t d = 0; d < cols; ++d) {
-      const int w = trits[r * cols + d];
-      if (w < -1 || w > 1) {
-        throw FabricError(Status::ErrPack, "fast frame: trit at row " + std::to_string(r) +
-                                               ", column " + std::to_string(d) + " is " +
-                                               std::to_string(w) + "; allowed values are -1, 0, 1");
+    for (int64_t d = 0; d < cols; ++d) nnz += src[d] != 0;
+    for (int64_t b = 0; b < blocks; ++b) {
+      const int64_t base = b * kFastBlockCols;
+      uint8_t* out = row + b * kFastBlockBytes;
+      if (base + kFastBlockCols <= cols) {
+        for (int j = 0; j < 64; ++j) {
+          out[j] = static_cast<uint8_t>((src[base + j] + 1) | ((src[base + 64 + j] + 1) << 2) |
+                                        ((src[base + 128 + j] + 1) << 4) | ((src[base + 192 + j] + 1) << 6));
+        }
+      } else {  // the padded tail: missing columns are zero weights (code 1)
+        for (int j = 0; j < 64; ++j) {
+          unsigned byte = 0;
+          for (int i = 0; i < 4; ++i) {
+            const int64_t d = base + i * 64 + j;
+            byte |= static_cast<unsigned>((d < cols ? src[d] : 0) + 1) << (2 * i);
+          }
+          out[j] = static_cast<uint8_t>(byte);
+        }
       }
-      nnz += w != 0;
-      const int shift = static_cast<int>(2 * ((d % kFastBlockCols) / 64));
-      uint8_t& byte = row[(d / kFastBlockCols) * kFastBlockBytes + (d % 64)];
-      byte = static_cast<uint8_t>((byte & ~(3u << shift)) | (static_cast<unsigned>(w + 1) << shift));
     }
     f.nnz_[static_cast<size_t>(r)] = nnz;
   }

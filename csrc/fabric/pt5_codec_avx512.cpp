@@ -114,7 +114,10 @@ TFMBS_VBMI void decode_avx512(const uint8_t* packed, size_t n_trits, int8_t* out
   const size_t n_bytes = packed_size(n_trits);
   for (size_t b = 0; b < n_bytes; b += 64) {
     const __mmask64 m = first_n(n_bytes - b);
-    const __m512i x = _mm512_maskz_loadu_epi8(m, packed + b);
+    // Masked loads only for the tail: in the loop they defeat streaming
+    // (measured: 3.9 vs 6.3 GB/s on a 32 MB frame).
+    const __m512i x = n_bytes - b >= 64 ? _mm512_loadu_si512(packed + b)
+                                        : _mm512_maskz_loadu_epi8(m, packed + b);
     if ((_mm512_cmpge_epu8_mask(x, first_invalid) & m) != 0) {
       decode_scalar_from(packed, n_trits, out, b);  // throws, naming the byte
       return;
@@ -135,15 +138,22 @@ TFMBS_VBMI void encode_avx512(const int8_t* trits, size_t n_trits, uint8_t* out)
     __mmask64 bad = 0;
     for (size_t m = 0; m < 5; ++m) {
       // Masked-off trits load as 0: the spec's zero-trit padding.
-      const __mmask64 live = 64 * m < n_in ? first_n(n_in - 64 * m) : 0;
-      z[m] = _mm512_maskz_loadu_epi8(live, in + 64 * m);
+      if (n_in >= 320) {
+        z[m] = _mm512_loadu_si512(in + 64 * m);
+      } else {
+        const __mmask64 live = 64 * m < n_in ? first_n(n_in - 64 * m) : 0;
+        z[m] = _mm512_maskz_loadu_epi8(live, in + 64 * m);
+      }
       bad |= _mm512_cmpgt_epu8_mask(_mm512_add_epi8(z[m], one), two);
     }
     if (bad != 0) {
       encode_scalar_from(trits, n_trits, out, b);  // throws, naming the index
       return;
     }
-    _mm512_mask_storeu_epi8(out + b, first_n(n_bytes - b), encode_step(z));
+    if (n_bytes - b >= 64)
+      _mm512_storeu_si512(out + b, encode_step(z));
+    else
+      _mm512_mask_storeu_epi8(out + b, first_n(n_bytes - b), encode_step(z));
   }
 }
 

@@ -23,6 +23,7 @@ void ThreadPool::start(int threads) {
     throw std::invalid_argument("ThreadPool: threads=" + std::to_string(threads) +
                                 " out of range [1, 1024] (0 = hardware cores)");
   stopping_ = false;
+  share_ = std::make_unique<Share[]>(static_cast<size_t>(threads));
   for (int i = 0; i < threads - 1; ++i) workers_.emplace_back([this, i] { worker_loop(i); });
 }
 
@@ -51,16 +52,20 @@ ThreadPool& ThreadPool::global() {
   return *pool;
 }
 
-void ThreadPool::run_tasks() {
-  for (;;) {
-    const int64_t i = next_.fetch_add(1, std::memory_order_relaxed);
-    if (i >= tasks_) return;
-    try {
-      (*fn_)(i);
-    } catch (...) {
-      std::lock_guard<std::mutex> lock(mutex_);
-      if (!error_) error_ = std::current_exception();
-      next_.store(tasks_, std::memory_order_relaxed);  // skip the rest
+void ThreadPool::run_tasks(int participant) {
+  for (int k = 0; k < shares_; ++k) {
+    Share& share = share_[static_cast<size_t>((participant + k) % shares_)];
+    for (;;) {
+      const int64_t i = share.next.fetch_add(1, std::memory_order_relaxed);
+      if (i >= share.end) break;
+      try {
+        (*fn_)(i);
+      } catch (...) {
+        std::lock_guard<std::mutex> lock(mutex_);
+        if (!error_) error_ = std::current_exception();
+        for (int q = 0; q < shares_; ++q)  // skip the rest
+          share_[static_cast<size_t>(q)].next.store(share_[static_cast<size_t>(q)].end, std::memory_order_relaxed);
+      }
     }
   }
 }
@@ -70,12 +75,14 @@ void ThreadPool::worker_loop(int index) {
   for (;;) {
     {
       std::unique_lock<std::mutex> lock(mutex_);
-      work_cv_.wait(lock, [&] { return stopping_ || (generation_ != seen && index < participants_); });
+      work_cv_.wait(lock, [&] { return stopping_ || generation_ != seen; });
       if (stopping_) return;
       seen = generation_;
+      if (!job_open_ || index >= participants_) continue;  // late or not invited
+      ++running_;
     }
     t_inside_pool_task = true;
-    run_tasks();
+    run_tasks(index + 1);
     t_inside_pool_task = false;
     {
       std::lock_guard<std::mutex> lock(mutex_);
@@ -98,19 +105,25 @@ void ThreadPool::parallel_for(int64_t tasks, const std::function<void(int64_t)>&
     std::lock_guard<std::mutex> lock(mutex_);
     fn_ = &fn;
     tasks_ = tasks;
-    next_.store(0, std::memory_order_relaxed);
+    shares_ = threads;
+    for (int p = 0; p < threads; ++p) {
+      share_[static_cast<size_t>(p)].next.store(tasks * p / threads, std::memory_order_relaxed);
+      share_[static_cast<size_t>(p)].end = tasks * (p + 1) / threads;
+    }
     error_ = nullptr;
     participants_ = threads - 1;
-    running_ = participants_;
+    running_ = 0;
+    job_open_ = true;
     ++generation_;
   }
   work_cv_.notify_all();
   t_inside_pool_task = true;
-  run_tasks();
+  run_tasks(0);
   t_inside_pool_task = false;
   std::exception_ptr error;
   {
     std::unique_lock<std::mutex> lock(mutex_);
+    job_open_ = false;  // every task is claimed: workers waking now skip the job
     done_cv_.wait(lock, [&] { return running_ == 0; });
     error = error_;
     error_ = nullptr;

@@ -2,6 +2,13 @@
 // while idle (never spin: these are 2-core VMs shared with PyTorch's own
 // threads); the calling thread always takes part in the work, so a pool of
 // n threads has n-1 workers and a 1-thread call never touches them.
+// Tasks are handed out with affinity: participant p first runs the p-th
+// contiguous share of the task range in order (so repeated calls over the
+// same data find it in the same core's cache), then steals what is left of
+// the other shares (so a busy or slow core does not stall the call).
+// The caller never waits for a worker that has not woken up by the time
+// every task is claimed: such a worker skips the job (a sleeping thread can
+// take tens of microseconds to wake on a VM).
 #pragma once
 
 #include <atomic>
@@ -9,6 +16,7 @@
 #include <cstdint>
 #include <exception>
 #include <functional>
+#include <memory>
 #include <mutex>
 #include <thread>
 #include <vector>
@@ -44,7 +52,12 @@ class ThreadPool {
   void start(int threads);
   void stop();
   void worker_loop(int index);
-  void run_tasks();
+  void run_tasks(int participant);
+
+  struct Share {
+    std::atomic<int64_t> next{0};
+    int64_t end = 0;
+  };
 
   std::mutex submit_mutex_;  // one job at a time
   std::mutex mutex_;
@@ -52,11 +65,13 @@ class ThreadPool {
   std::vector<std::thread> workers_;
   bool stopping_ = false;
   uint64_t generation_ = 0;
-  int participants_ = 0;  // workers taking part in the current job
-  int running_ = 0;       // workers still inside the current job
+  int participants_ = 0;  // workers invited to the current job
+  bool job_open_ = false; // false once the caller has run out of tasks to claim
+  int running_ = 0;       // workers that joined the current job and are still in it
   const std::function<void(int64_t)>* fn_ = nullptr;
   int64_t tasks_ = 0;
-  std::atomic<int64_t> next_{0};
+  int shares_ = 0;  // participants of the current job, caller included
+  std::unique_ptr<Share[]> share_;  // one per possible participant
   std::exception_ptr error_;
 };
 

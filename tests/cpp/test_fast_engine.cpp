@@ -1,5 +1,6 @@
 #include <gtest/gtest.h>
 
+#include <cmath>
 #include <cstring>
 #include <random>
 #include <vector>
@@ -181,6 +182,29 @@ TEST(FastEngine, Int8MatchesReferenceEverywhere) {
   }
 }
 
+// More than 255 batch rows: zero counts no longer fit one u8 vector, so
+// the engine counts them in chunks (a separate pass on every ISA).
+TEST(FastEngine, Int8LargeBatchMatchesReference) {
+  std::mt19937 rng(300);
+  const int64_t M = 70, K = 100, N = 300;
+  auto w = random_weights(M, K, 0.4, rng);
+  auto lm = LaneMajorFrame::from_trits(w.data(), M, K, 4);
+  auto ff = FastFrame::from_trits(w.data(), M, K, 4);
+  for (double xz : {0.0005, 0.3}) {
+    auto x = random_int8(N * K, xz, rng);
+    std::vector<int32_t> y_ref(static_cast<size_t>(N * M));
+    OpCounters c_ref = reference::tgemm_int8(lm, x.data(), N, y_ref.data());
+    for (EngineIsa isa : supported_isas()) {
+      SCOPED_TRACE(testing::Message() << "xzero=" << xz << " isa=" << engine_isa_name(isa));
+      FastEngine e(FastEngineOptions{isa, 2, &test_pool()});
+      std::vector<int32_t> y(y_ref.size());
+      OpCounters c = e.tgemm_int8(ff, x.data(), N, y.data());
+      ASSERT_EQ(y, y_ref);
+      EXPECT_COUNTERS_EQ(c_ref, c);
+    }
+  }
+}
+
 TEST(FastEngine, TernaryMatchesReference) {
   std::mt19937 rng(99);
   int combo = 0;
@@ -245,6 +269,42 @@ TEST(FastEngine, Fp32MatchesReferenceBitForBit) {
         }
       }
     }
+  }
+}
+
+// inf and NaN activations take the masked path (0 * inf would be NaN under
+// an fma): a zero weight must still skip them, as in the reference. NaN
+// payloads are not compared (x86 picks an operand's payload).
+TEST(FastEngine, Fp32NonFiniteActivationsSkipZeroWeights) {
+  std::mt19937 rng(8);
+  const int64_t M = 37, K = 300;
+  auto w = random_weights(M, K, 0.5, rng);
+  auto lm = LaneMajorFrame::from_trits(w.data(), M, K, 4);
+  auto ff = FastFrame::from_trits(w.data(), M, K, 4);
+  for (int64_t n : {1, 5}) {
+    auto x = random_float(n * K, 0.1, rng);
+    x[3] = INFINITY;
+    x[10] = -INFINITY;
+    x[20] = NAN;
+    std::vector<float> y_ref(static_cast<size_t>(n * M));
+    OpCounters c_ref = reference::tgemm_fp32(lm, x.data(), n, y_ref.data());
+    int finite_results = 0;
+    for (EngineIsa isa : supported_isas()) {
+      SCOPED_TRACE(engine_isa_name(isa));
+      FastEngine e(FastEngineOptions{isa, 2, &test_pool()});
+      std::vector<float> y(y_ref.size());
+      OpCounters c = e.tgemm_fp32(ff, x.data(), n, y.data());
+      for (size_t i = 0; i < y.size(); ++i) {
+        if (std::isnan(y_ref[i])) {
+          EXPECT_TRUE(std::isnan(y[i])) << i;
+        } else {
+          ++finite_results;
+          EXPECT_EQ(std::memcmp(&y[i], &y_ref[i], 4), 0) << i << ": " << y[i] << " vs " << y_ref[i];
+        }
+      }
+      EXPECT_COUNTERS_EQ(c_ref, c);
+    }
+    EXPECT_GT(finite_results, 0);  // some rows have zero weights where x is not finite
   }
 }
 
