@@ -65,13 +65,16 @@ def test_copy_between_devices():
     assert b.cpu()[0].item() == 0.0  # a real copy
 
 
-def test_transfer_bytes_are_counted():
-    from torch_tfmbs import _C
-    _C.reset_transfer_counters()
+def test_transfer_bytes_are_counted_per_device():
+    import torch_tfmbs
+    torch_tfmbs.fabric.reset_profile(0)
+    torch_tfmbs.fabric.reset_profile(1)
     d = torch.ones(1000).to("tfmbs")
     d.cpu()
-    counts = _C.transfer_counters()
+    torch.ones(10, dtype=torch.float64).to("tfmbs:1")
+    counts = torch_tfmbs.fabric.profile_detailed(0)
     assert counts["bytes_h2d"] == 4000 and counts["bytes_d2h"] == 4000
+    assert torch_tfmbs.fabric.profile_detailed(1)["bytes_h2d"] == 80
 
 
 def test_views_share_memory():

@@ -21,7 +21,9 @@ _C._init()
 
 from . import device as _device_module  # noqa: E402
 from .fallback import fallback_stats, reset_fallback_stats, set_fallback_mode  # noqa: E402,F401
+from . import fabric  # noqa: E402,F401
 from .memory import memory_summary  # noqa: E402,F401
+from .profiler import profiler  # noqa: E402,F401
 
 
 def _register():

@@ -95,8 +95,11 @@ at::Tensor copy_from(const at::Tensor& self, const at::Tensor& dst, bool /*non_b
     return t.device().type() == kTfmbs ? cpu_alias(t) : t;
   };
   alias(dst).copy_(alias(self));
-  count_transfer(self.device().type(), dst.device().type(),
-                 static_cast<int64_t>(dst.numel() * dst.element_size()));
+  auto bytes = static_cast<uint64_t>(dst.numel() * dst.element_size());
+  bool from_device = self.device().type() == kTfmbs;
+  bool to_device = dst.device().type() == kTfmbs;
+  if (to_device && !from_device) device_telemetry(dst.device().index()).add_bytes_h2d(bytes);
+  if (from_device && !to_device) device_telemetry(self.device().index()).add_bytes_d2h(bytes);
   return dst;
 }
 

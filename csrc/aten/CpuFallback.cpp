@@ -6,12 +6,15 @@
 #include <torch/library.h>
 
 #include <atomic>
+#include <chrono>
 #include <mutex>
 #include <unordered_map>
 #include <vector>
 
 #include "aten/CpuAlias.h"
+#include "device/OpLog.h"
 #include "device/PoolCapture.h"
+#include "device/TfmbsDevices.h"
 
 namespace tfmbs {
 namespace {
@@ -145,6 +148,15 @@ at::Tensor to_device(const at::Tensor& result, const Prepared& prepared) {
   return result.to(c10::Device(kTfmbs, prepared.device));
 }
 
+std::string describe_shapes(const Prepared& prepared) {
+  std::string text;
+  for (const auto& [original, alias] : prepared.aliases) {
+    if (!text.empty()) text += ", ";
+    text += c10::str(original.sizes());
+  }
+  return text;
+}
+
 void tfmbs_cpu_fallback(const c10::OperatorHandle& op, torch::jit::Stack* stack) {
   count_call(op);
   const size_t num_arguments = op.schema().arguments().size();
@@ -154,12 +166,30 @@ void tfmbs_cpu_fallback(const c10::OperatorHandle& op, torch::jit::Stack* stack)
   TORCH_CHECK(!prepared.cpu_tensor || prepared.device < 0,
               "Expected all tensors to be on the same device, but found at least two devices, "
               "tfmbs:", static_cast<int>(prepared.device), " and cpu! (", op_name(op), ")");
-  c10::DeviceIndex device = prepared.device < 0 ? 0 : prepared.device;
+  c10::DeviceIndex device = prepared.device < 0 ? current_device() : prepared.device;
   prepared.device = device;
+  device_telemetry(device).add_fallback_op();
+  const bool profiling = op_log_enabled();
+  std::string shapes = profiling ? describe_shapes(prepared) : std::string();
+  auto start = std::chrono::steady_clock::now();
   {
     c10::DeviceGuard guard(c10::Device(kTfmbs, device));
     PoolCapture capture(device);
     op.callBoxed(stack);
+  }
+  if (profiling) {
+    OpRecord record;
+    record.op = op_name(op);
+    record.shapes = std::move(shapes);
+    record.engine = "host";
+    record.device = device;
+    for (const auto& [original, alias] : prepared.aliases) {
+      record.bytes += static_cast<uint64_t>(original.numel() * original.element_size());
+    }
+    record.wall_ns = static_cast<uint64_t>(std::chrono::duration_cast<std::chrono::nanoseconds>(
+                                               std::chrono::steady_clock::now() - start)
+                                               .count());
+    op_log_append(std::move(record));
   }
   for (auto& swap : prepared.generators) {
     std::lock_guard<std::mutex> lock(swap.device_generator.mutex());
@@ -193,10 +223,12 @@ TORCH_LIBRARY_IMPL(_, PrivateUse1, m) {
 
 void route_composite_ops_to_cpu_kernels() {
   // An op with a CPU kernel and a CompositeExplicitAutograd one would run
-  // the composite (a decomposition, with other rounding) for tfmbs. Sending
-  // it to the fallback runs the CPU kernel instead, so results are CPU's to
-  // the bit. CompositeImplicitAutograd ops are left alone: a backend kernel
-  // would hide their autograd formula.
+  // the composite (a decomposition, with other rounding) for tfmbs; a
+  // structured op's NonFunctional composite would allocate the output and
+  // dispatch again to its out= variant. Sending either to the fallback runs
+  // the CPU kernel once, so results are CPU's to the bit, with one dispatch.
+  // CompositeImplicitAutograd ops are left alone: a backend kernel would
+  // hide their autograd formula.
   auto& dispatcher = c10::Dispatcher::singleton();
   static auto* library = new torch::Library(torch::Library::IMPL, "aten",
                                             c10::DispatchKey::PrivateUse1, __FILE__, __LINE__);
@@ -204,8 +236,10 @@ void route_composite_ops_to_cpu_kernels() {
     if (name.name.rfind("aten::", 0) != 0) continue;
     auto op = dispatcher.findOp(name);
     if (!op || !op->hasSchema()) continue;
-    if (op->hasKernelForDispatchKey(c10::DispatchKey::CPU) &&
-        op->hasKernelForDispatchKey(c10::DispatchKey::CompositeExplicitAutograd) &&
+    bool composite =
+        op->hasKernelForDispatchKey(c10::DispatchKey::CompositeExplicitAutograd) ||
+        op->hasKernelForDispatchKey(c10::DispatchKey::CompositeExplicitAutogradNonFunctional);
+    if (op->hasKernelForDispatchKey(c10::DispatchKey::CPU) && composite &&
         !op->hasKernelForDispatchKey(c10::DispatchKey::PrivateUse1) &&
         !op->hasKernelForDispatchKey(c10::DispatchKey::CompositeImplicitAutograd)) {
       std::string qualified = name.name.substr(6);

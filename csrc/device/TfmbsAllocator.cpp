@@ -95,8 +95,6 @@ class TfmbsAllocator final : public c10::DeviceAllocator {
 TfmbsAllocator* g_allocator = new TfmbsAllocator;
 REGISTER_ALLOCATOR(c10::DeviceType::PrivateUse1, g_allocator)
 
-std::atomic<int64_t> g_bytes_h2d{0}, g_bytes_d2h{0}, g_bytes_d2d{0};
-
 }  // namespace
 
 c10::DataPtr allocate_in_pool(c10::DeviceIndex device, size_t bytes, c10::Device data_device) {
@@ -113,23 +111,5 @@ c10::DataPtr allocate_in_pool(c10::DeviceIndex device, size_t bytes, c10::Device
 }
 
 c10::DeviceAllocator* tfmbs_allocator() { return g_allocator; }
-
-TransferCounters transfer_counters() {
-  return {g_bytes_h2d.load(), g_bytes_d2h.load(), g_bytes_d2d.load()};
-}
-
-void count_transfer(c10::DeviceType from, c10::DeviceType to, int64_t bytes) {
-  bool from_device = from == c10::DeviceType::PrivateUse1;
-  bool to_device = to == c10::DeviceType::PrivateUse1;
-  if (from_device && to_device) {
-    g_bytes_d2d += bytes;
-  } else if (to_device) {
-    g_bytes_h2d += bytes;
-  } else if (from_device) {
-    g_bytes_d2h += bytes;
-  }
-}
-
-void reset_transfer_counters() { g_bytes_h2d = g_bytes_d2h = g_bytes_d2d = 0; }
 
 }  // namespace tfmbs

@@ -15,12 +15,4 @@ c10::DataPtr allocate_in_pool(c10::DeviceIndex device, size_t bytes,
 
 c10::DeviceAllocator* tfmbs_allocator();
 
-// Total bytes copied host->device and device->host.
-struct TransferCounters {
-  int64_t bytes_h2d = 0, bytes_d2h = 0, bytes_d2d = 0;
-};
-TransferCounters transfer_counters();
-void count_transfer(c10::DeviceType from, c10::DeviceType to, int64_t bytes);
-void reset_transfer_counters();
-
 }  // namespace tfmbs

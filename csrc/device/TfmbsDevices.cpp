@@ -12,8 +12,11 @@
 namespace tfmbs {
 namespace {
 
+// Leaked with everything in it: blocks may be freed during interpreter exit.
 struct Devices {
-  std::vector<fabric::FabricPool*> pools;  // leaked: outlive interpreter exit
+  fabric::FabricConfig config;
+  std::vector<fabric::FabricPool*> pools;
+  std::vector<fabric::Telemetry*> telemetry;
 };
 
 std::atomic<Devices*> g_devices{nullptr};
@@ -27,9 +30,11 @@ void create_devices() {
     TORCH_CHECK_VALUE(false, e.what());
   }
   auto* devices = new Devices;
-  for (int i = 0; i < config.num_fabrics; ++i) {
+  devices->config = config;
+  for (uint32_t i = 0; i < config.num_fabrics; ++i) {
     devices->pools.push_back(
         new fabric::FabricPool("tfmbs:" + std::to_string(i), config.pool_bytes));
+    devices->telemetry.push_back(new fabric::Telemetry(static_cast<int>(config.tiles)));
   }
   g_devices.store(devices);
 }
@@ -80,6 +85,25 @@ void set_current_device(c10::DeviceIndex index) {
 fabric::FabricPool& device_pool(c10::DeviceIndex index) {
   check_device_index(index);
   return *g_devices.load()->pools[index];
+}
+
+fabric::Telemetry& device_telemetry(c10::DeviceIndex index) {
+  check_device_index(index);
+  return *g_devices.load()->telemetry[index];
+}
+
+const fabric::FabricConfig& fabric_config() {
+  init_devices();
+  return g_devices.load()->config;
+}
+
+fabric::FastEngine& fast_engine() {
+  static fabric::FastEngine* engine = [] {
+    fabric::FastEngineOptions options;
+    options.threads = static_cast<int>(fabric_config().threads);
+    return new fabric::FastEngine(options);  // leaked: used until exit
+  }();
+  return *engine;
 }
 
 c10::DeviceIndex device_of_pointer(const void* ptr) {

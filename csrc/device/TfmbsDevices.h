@@ -1,11 +1,14 @@
 // The tfmbs devices of this process: how many there are, which is current
-// on this thread, and the fabric pool each owns. Configuration comes from
-// the environment once, at initialisation.
+// on this thread, and the fabric each owns (its pool and its telemetry).
+// Configuration comes from the environment once, at initialisation.
 #pragma once
 
 #include <c10/core/Device.h>
 
+#include "fabric/fabric_config.h"
 #include "fabric/fabric_pool.h"
+#include "fabric/fast_engine.h"
+#include "fabric/telemetry.h"
 
 namespace tfmbs {
 
@@ -22,6 +25,12 @@ void check_device_index(c10::DeviceIndex index);
 c10::DeviceIndex resolve_device(c10::DeviceIndex index);
 
 fabric::FabricPool& device_pool(c10::DeviceIndex index);
+fabric::Telemetry& device_telemetry(c10::DeviceIndex index);
+// The fabric model every device follows (tiles, clock, engine threads...).
+const fabric::FabricConfig& fabric_config();
+// The fast engine the devices run fabric ops on (one, shared: the host's
+// cores are shared too), with TFMBS_THREADS threads.
+fabric::FastEngine& fast_engine();
 // The device whose pool holds `ptr`, or -1.
 c10::DeviceIndex device_of_pointer(const void* ptr);
 

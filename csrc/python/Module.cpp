@@ -9,6 +9,7 @@
 
 #include "aten/CoreOps.h"
 #include "aten/CpuFallback.h"
+#include "device/OpLog.h"
 #include "device/PoolCapture.h"
 #include "device/TfmbsAllocator.h"
 #include "device/TfmbsDevices.h"
@@ -54,6 +55,43 @@ py::dict pool_info(c10::DeviceIndex device) {
   return info;
 }
 
+py::dict counters_dict(const fabric::OpCounters& c) {
+  py::dict d;
+  d["cycles"] = c.cycles;
+  d["compute_cycles"] = c.compute_cycles;
+  d["burst_wait_cycles"] = c.burst_wait_cycles;
+  d["utilization"] = c.utilization;
+  py::list tiles;
+  for (const auto& tile : c.tiles) {
+    py::dict t;
+    t["skips"] = std::vector<uint64_t>(tile.skips.begin(), tile.skips.end());
+    t["active_cycles"] = std::vector<uint64_t>(tile.active_cycles.begin(), tile.active_cycles.end());
+    t["overflow"] = tile.overflow;
+    tiles.append(t);
+  }
+  d["tiles"] = tiles;
+  return d;
+}
+
+py::dict telemetry_dict(c10::DeviceIndex device) {
+  auto& telemetry = device_telemetry(resolve_device(device));
+  fabric::TelemetrySnapshot snap = telemetry.snapshot();
+  py::dict d;
+  d["num_tiles"] = telemetry.num_tiles();
+  d["last_op"] = counters_dict(snap.last_op);
+  d["accumulated"] = counters_dict(snap.accumulated);
+  const auto& h = snap.host;
+  d["ops"] = h.ops;
+  d["bytes_h2d"] = h.bytes_h2d;
+  d["bytes_d2h"] = h.bytes_d2h;
+  d["residency_hits"] = h.residency_hits;
+  d["residency_misses"] = h.residency_misses;
+  d["evictions"] = h.evictions;
+  d["host_ops"] = h.host_ops;
+  d["fallback_ops"] = h.fallback_ops;
+  return d;
+}
+
 }  // namespace
 }  // namespace tfmbs
 
@@ -76,10 +114,35 @@ PYBIND11_MODULE(_C, m) {
     set_fallback_mode(parse_fallback_mode(mode, "fallback mode"));
   });
   m.def("fallback_mode", [] { return std::string(mode_name(fallback_mode())); });
-  m.def("transfer_counters", [] {
-    auto c = transfer_counters();
-    return std::map<std::string, int64_t>{
-        {"bytes_h2d", c.bytes_h2d}, {"bytes_d2h", c.bytes_d2h}, {"bytes_d2d", c.bytes_d2d}};
+  m.def("telemetry", [](int index) { return telemetry_dict(static_cast<c10::DeviceIndex>(index)); });
+  m.def("reset_telemetry", [](int index) {
+    device_telemetry(resolve_device(static_cast<c10::DeviceIndex>(index))).reset();
   });
-  m.def("reset_transfer_counters", &reset_transfer_counters);
+  m.def("fabric_config", [] {
+    const auto& c = fabric_config();
+    py::dict d;
+    d["tiles"] = c.tiles;
+    d["lanes_per_tile"] = c.lanes_per_tile;
+    d["clock_mhz"] = c.clock_mhz;
+    d["pool_bytes"] = c.pool_bytes;
+    d["num_fabrics"] = c.num_fabrics;
+    d["threads"] = c.threads;
+    d["engine_isa"] = fabric::engine_isa_name(fast_engine().isa());
+    return d;
+  });
+  m.def("profiler_start", &op_log_start);
+  m.def("profiler_stop", [] {
+    py::list rows;
+    for (const OpRecord& r : op_log_stop()) {
+      py::dict row = counters_dict(r.counters);
+      row["op"] = r.op;
+      row["shapes"] = r.shapes;
+      row["engine"] = r.engine;
+      row["device"] = r.device;
+      row["bytes"] = r.bytes;
+      row["wall_ns"] = r.wall_ns;
+      rows.append(row);
+    }
+    return rows;
+  });
 }
