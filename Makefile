@@ -46,10 +46,10 @@ demo: build
 	$(PY) examples/demo.py
 
 test-asan: $(VENV)/.system-deps
-	bash tools/test_asan.sh
+	sh tools/test_asan.sh
 
 fuzz: $(VENV)/.system-deps
-	bash tools/fuzz.sh
+	sh tools/fuzz.sh
 
 bench: build
 	$(PY) benchmarks/run_all.py
