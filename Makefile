@@ -34,7 +34,7 @@ build: $(VENV)/.installed
 	$(PY) setup.py -q build_ext --inplace >/dev/null
 
 test: build
-	$(MAKE) test-cpp test-py
+	$(MAKE) test-cpp test-py test-asan
 
 test-cpp:
 	cd $(BUILD) && ctest --output-on-failure -j2

@@ -31,10 +31,13 @@ bool engine_isa_supported(EngineIsa isa) {
 #if defined(__x86_64__) || defined(__i386__)
   switch (isa) {
     case EngineIsa::Scalar: return true;
-    case EngineIsa::Avx2: return __builtin_cpu_supports("avx2");
+    case EngineIsa::Avx2: return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
     case EngineIsa::Avx512:
+      // DQ too: fast_engine_avx512.cpp is compiled with -mavx512dq (every
+      // CPU with VNNI has it). It uses no VPOPCNTDQ (absent on Cascade Lake).
       return __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
-             __builtin_cpu_supports("avx512vl") && __builtin_cpu_supports("avx512vnni");
+             __builtin_cpu_supports("avx512vl") && __builtin_cpu_supports("avx512dq") &&
+             __builtin_cpu_supports("avx512vnni");
   }
   return false;
 #else

@@ -20,38 +20,51 @@ inline int32_t hsum(__m256i v) {
   return _mm_cvtsi128_si32(s);
 }
 
+// Per block, the 8 vpmaddubsw products of a (row, batch row) pair (4 code
+// groups x 2 halves) are summed in int16 - each is at most 2 * 2 * 128 = 512
+// in magnitude, 8 of them 4096 - and widened once with vpmaddwd.
 template <int R, int NB>
 inline __attribute__((always_inline)) void int8_tile(const Int8Job& j, int64_t r0, int64_t n0) {
   __m256i acc[R][NB];
-  #pragma GCC unroll 16
+#pragma GCC unroll 16
   for (int r = 0; r < R; ++r)
-    #pragma GCC unroll 16
+#pragma GCC unroll 16
     for (int n = 0; n < NB; ++n) acc[r][n] = _mm256_setzero_si256();
-  const __m256i three = _mm256_set1_epi8(3);
+  const __m256i three = _mm256_set1_epi8(3), ones16 = _mm256_set1_epi16(1);
   for (int64_t b = 0; b < j.blocks; ++b) {
+    __m256i part[R][NB];
+#pragma GCC unroll 16
+    for (int r = 0; r < R; ++r)
+#pragma GCC unroll 16
+      for (int n = 0; n < NB; ++n) part[r][n] = _mm256_setzero_si256();
     for (int h = 0; h < 2; ++h) {
       __m256i v[R];
-      #pragma GCC unroll 16
+#pragma GCC unroll 16
       for (int r = 0; r < R; ++r)
         v[r] = _mm256_load_si256(reinterpret_cast<const __m256i*>(j.codes + (r0 + r) * j.row_bytes + b * 64 + h * 32));
 #pragma GCC unroll 4
       for (int i = 0; i < 4; ++i) {
         const int64_t off = b * 256 + i * 64 + h * 32;
-        #pragma GCC unroll 16
+        __m256i xv[NB];
+#pragma GCC unroll 16
+        for (int n = 0; n < NB; ++n)
+          xv[n] = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(j.x + (n0 + n) * j.x_stride + off));
+#pragma GCC unroll 16
         for (int r = 0; r < R; ++r) {
           const __m256i q = _mm256_and_si256(_mm256_srli_epi16(v[r], 2 * i), three);
-          #pragma GCC unroll 16
-          for (int n = 0; n < NB; ++n) {
-            const __m256i xv = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(j.x + (n0 + n) * j.x_stride + off));
-            acc[r][n] = dot_u8s8(acc[r][n], q, xv);
-          }
+#pragma GCC unroll 16
+          for (int n = 0; n < NB; ++n) part[r][n] = _mm256_add_epi16(part[r][n], _mm256_maddubs_epi16(q, xv[n]));
         }
       }
     }
+#pragma GCC unroll 16
+    for (int r = 0; r < R; ++r)
+#pragma GCC unroll 16
+      for (int n = 0; n < NB; ++n) acc[r][n] = _mm256_add_epi32(acc[r][n], _mm256_madd_epi16(part[r][n], ones16));
   }
-  #pragma GCC unroll 16
+#pragma GCC unroll 16
   for (int r = 0; r < R; ++r) {
-    #pragma GCC unroll 16
+#pragma GCC unroll 16
     for (int n = 0; n < NB; ++n) {
       const uint32_t s = static_cast<uint32_t>(hsum(acc[r][n]));
       j.y[(n0 + n) * j.m + r0 + r] = static_cast<int32_t>(s - static_cast<uint32_t>(j.x_sum[n0 + n]));
@@ -61,7 +74,7 @@ inline __attribute__((always_inline)) void int8_tile(const Int8Job& j, int64_t r
 
 template <int NB>
 void int8_rows_nb(const Int8Job& j, int64_t r0, int64_t r1, int64_t n0) {
-  constexpr int R = NB <= 2 ? 2 : 1;
+  constexpr int R = NB == 1 ? 4 : 2;
   int64_t r = r0;
   for (; r + R <= r1; r += R) int8_tile<R, NB>(j, r, n0);
   for (; r < r1; ++r) int8_tile<1, NB>(j, r, n0);
@@ -132,15 +145,15 @@ void fp32_row(const Fp32Job& j, int64_t r, int64_t n0) {
 }  // namespace
 
 void int8_rows_avx2(const Int8Job& j, int64_t r0, int64_t r1) {
-  constexpr int kTile = 4;  // 16 ymm registers: at most 4 batch rows at once
+  // 16 ymm registers: 2 batch rows x 2 weight rows (or 1 x 4) keep the
+  // int32 and int16 accumulators in registers.
+  constexpr int kTile = 2;
   for (int64_t c0 = r0; c0 < r1; c0 += 64) {
     const int64_t c1 = c0 + 64 < r1 ? c0 + 64 : r1;
     for (int64_t n0 = 0; n0 < j.n; n0 += kTile) {
       switch (j.n - n0 < kTile ? j.n - n0 : kTile) {
         case 1: int8_rows_nb<1>(j, c0, c1, n0); break;
-        case 2: int8_rows_nb<2>(j, c0, c1, n0); break;
-        case 3: int8_rows_nb<3>(j, c0, c1, n0); break;
-        default: int8_rows_nb<4>(j, c0, c1, n0); break;
+        default: int8_rows_nb<2>(j, c0, c1, n0); break;
       }
     }
   }

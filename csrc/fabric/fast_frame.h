@@ -30,8 +30,8 @@ namespace tfmbs::fabric {
 
 inline constexpr int64_t kFastBlockCols = 256;
 inline constexpr int64_t kFastBlockBytes = 64;
-// Largest K the fast engine accepts (its per-row zero-skip counts are 32-bit
-// over batch tiles of 8 rows).
+// Largest K the fast engine accepts (keeps its per-row counts and its
+// zero-count chunks within 32-bit SIMD lanes with room to spare).
 inline constexpr int64_t kFastMaxCols = int64_t{1} << 28;
 
 class FastFrame {
