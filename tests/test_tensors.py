@@ -127,3 +127,14 @@ def test_save_and_load(tmp_path):
 def test_pin_memory_false_only():
     with pytest.raises(RuntimeError, match="pin_memory"):
         torch.empty(3, device="tfmbs", pin_memory=True)
+
+
+def test_pin_memory_and_pinned_dataloader():
+    t = torch.arange(6.0).pin_memory()
+    assert t.is_pinned() and t.device.type == "cpu"
+    assert t[2:].is_pinned()
+    assert not torch.arange(3.0).is_pinned()
+    assert torch.equal(t.to("tfmbs", non_blocking=True).cpu(), torch.arange(6.0))
+    data = torch.utils.data.TensorDataset(torch.arange(8.0).view(4, 2))
+    for (batch,) in torch.utils.data.DataLoader(data, batch_size=2, pin_memory=True):
+        assert batch.is_pinned()

@@ -3,11 +3,11 @@
 #include <ATen/CPUGeneratorImpl.h>
 #include <ATen/core/Generator.h>
 #include <ATen/detail/PrivateUse1HooksInterface.h>
-#include <c10/core/CPUAllocator.h>
 
 #include <mutex>
 #include <vector>
 
+#include "device/PinnedHostAllocator.h"
 #include "device/TfmbsDevices.h"
 
 namespace tfmbs {
@@ -61,12 +61,8 @@ class TfmbsHooks final : public at::PrivateUse1HooksInterface {
     TORCH_CHECK(device >= 0, "tfmbs: pointer ", data, " is not in any tfmbs device's memory");
     return {c10::DeviceType::PrivateUse1, device};
   }
-  bool isPinnedPtr(const void*) const override { return false; }
-  at::Allocator* getPinnedMemoryAllocator() const override {
-    // Device memory is host memory in the emulator: ordinary CPU memory
-    // transfers as fast as "pinned" memory would.
-    return c10::GetCPUAllocator();
-  }
+  bool isPinnedPtr(const void* data) const override { return is_pinned_host_pointer(data); }
+  at::Allocator* getPinnedMemoryAllocator() const override { return pinned_host_allocator(); }
 
   void resizePrivateUse1Bytes(const c10::Storage& storage, size_t new_bytes) const override {
     TORCH_CHECK(storage.resizable(), "tfmbs: trying to resize storage that is not resizable");
