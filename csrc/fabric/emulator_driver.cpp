@@ -5,6 +5,7 @@
 #include <stdexcept>
 #include <string>
 #include <tuple>
+#include <utility>
 #include <vector>
 
 #include "fabric/fabric_pool.h"
@@ -15,15 +16,31 @@
 
 namespace tfmbs::fabric {
 
-// A loaded frame: raw packed bytes (load_frame) or a weight matrix in the
-// layout of the driver's engine (load_weights).
-struct EmulatorDriver::Frame {
-  uint32_t flags = 0;
+// A frame's bytes, in the pool (resident) or on the heap (evicted): raw
+// packed trits (load_frame) or a weight matrix in the layout of the
+// driver's engine (load_weights). Exactly one member holds memory.
+struct EmulatorDriver::Storage {
   FrameBuffer raw;
-  bool weights = false;
-  int64_t rows = 0, cols = 0;
   LaneMajorFrame lane_major;  // Engine::Reference
   FastFrame fast;             // Engine::Fast
+  const uint8_t* data() const { return raw.data() ? raw.data() : lane_major.data() ? lane_major.data() : fast.codes(); }
+  size_t size() const { return raw.data() ? raw.size() : lane_major.data() ? lane_major.size() : fast.bytes(); }
+};
+
+struct EmulatorDriver::Frame {
+  // Fixed at load.
+  uint32_t flags = 0;
+  bool weights = false;
+  int64_t rows = 0, cols = 0;  // weights
+  size_t bytes = 0;            // raw frames: packed bytes loaded
+  size_t span = 0;             // bytes a TFD may name from the handle on
+  // Guarded by mu_. `storage` is also read without it by a task that has
+  // the frame pinned (uses > 0), which keeps it resident and unchanged.
+  Storage storage;                      // while resident
+  std::shared_ptr<const Storage> host;  // while evicted (shared: a reload reads it unlocked)
+  bool resident = true;
+  int uses = 0;  // pins of queued or running tasks (and of submits under way)
+  uint64_t last_use = 0;
 };
 
 namespace {
@@ -33,6 +50,9 @@ std::string hex(uint64_t v) {
   std::snprintf(buf, sizeof buf, "0x%llx", static_cast<unsigned long long>(v));
   return buf;
 }
+
+// Reload tries per miss; see use().
+constexpr int kReloadAttempts = 8;
 
 [[noreturn]] void fail(Status s, const std::string& what) { throw FabricError(s, "TFD: " + what); }
 
@@ -55,6 +75,22 @@ std::vector<uint8_t> as_pt5(const uint8_t* data, uint16_t packing, int64_t n) {
   return pt5;
 }
 
+// The drivers that keep evictable frames in each pool. A pool has one
+// pressure-handler slot, so the handler belongs to the pool and asks each
+// of its drivers in turn. It runs under this registry's lock and a driver
+// leaves the registry before it is destroyed, so a handler call (even one
+// copied out of the pool before the removal) never reaches a dead driver.
+// Lock order: registry -> a driver's mu_ -> the pool's lock.
+struct EvictionRegistry {
+  std::mutex mu;
+  std::map<FabricPool*, std::vector<EmulatorDriver*>> drivers;
+};
+
+EvictionRegistry& registry() {
+  static auto* r = new EvictionRegistry;  // leaked on purpose: outlives every static driver
+  return *r;
+}
+
 }  // namespace
 
 EmulatorDriver::EmulatorDriver(const FabricConfig& config, FabricPool& pool, Engine engine)
@@ -63,25 +99,126 @@ EmulatorDriver::EmulatorDriver(const FabricConfig& config, FabricPool& pool, Eng
       engine_(engine),
       fast_(engine_options(config)),
       telemetry_(static_cast<int>(config.tiles)),
-      queue_(pool.name()) {}
+      queue_(pool.name()) {
+  attach();
+}
 
-EmulatorDriver::~EmulatorDriver() = default;
+EmulatorDriver::~EmulatorDriver() { detach(); }  // then queue_ drains, then the frames go
 
-uint64_t EmulatorDriver::add(std::shared_ptr<Frame> frame, const uint8_t* data) {
-  const uint64_t addr = static_cast<uint64_t>(data - pool_.base());
+void EmulatorDriver::attach() {
+  auto& r = registry();
+  std::lock_guard<std::mutex> lock(r.mu);
+  auto& drivers = r.drivers[&pool_];
+  if (drivers.empty())
+    pool_.set_pressure_handler([pool = &pool_](size_t needed) { return relieve(*pool, needed); });
+  drivers.push_back(this);
+}
+
+void EmulatorDriver::detach() {
+  auto& r = registry();
+  std::lock_guard<std::mutex> lock(r.mu);
+  auto it = r.drivers.find(&pool_);
+  std::erase(it->second, this);
+  if (it->second.empty()) {
+    pool_.set_pressure_handler(nullptr);
+    r.drivers.erase(it);
+  }
+}
+
+size_t EmulatorDriver::relieve(FabricPool& pool, size_t needed) {
+  size_t freed = 0;
+  {
+    auto& r = registry();
+    std::lock_guard<std::mutex> lock(r.mu);
+    auto it = r.drivers.find(&pool);
+    if (it == r.drivers.end()) return 0;
+    for (EmulatorDriver* d : it->second) {
+      if (freed >= needed) break;
+      freed += d->evict(needed - freed);
+    }
+  }
+  // Freed blocks stay cached in their segments and the pool drops its cache
+  // only once per allocation: hand whole free segments back, so a request of
+  // the other size class (small / large) can use them too.
+  if (freed > 0) pool.release_cache();
+  return freed;
+}
+
+bool EmulatorDriver::evictable(const Frame& f) { return f.resident && f.uses == 0 && !(f.flags & kFlagPinned); }
+
+bool EmulatorDriver::has_evictable() const {
   std::lock_guard<std::mutex> lock(mu_);
-  frames_[addr] = std::move(frame);
-  return addr;
+  for (const auto& entry : frames_)
+    if (evictable(*entry.second)) return true;
+  return false;
+}
+
+size_t EmulatorDriver::evict(size_t needed) {
+  std::lock_guard<std::mutex> lock(mu_);
+  size_t freed = 0;
+  while (freed < needed) {
+    Frame* victim = nullptr;
+    for (const auto& entry : frames_) {
+      Frame* f = entry.second.get();
+      if (evictable(*f) && (!victim || f->last_use < victim->last_use)) victim = f;
+    }
+    if (victim == nullptr) break;
+    // Write back the current bytes (a frame is always treated as dirty).
+    // Only heap memory is allocated here: allocating from the pool could
+    // re-enter this handler.
+    victim->host = std::make_shared<const Storage>(copy(*victim, victim->storage, nullptr));
+    freed += pool_.block_size(victim->storage.data());
+    victim->storage = Storage{};  // its pool block goes back to the pool
+    victim->resident = false;
+    telemetry_.add_eviction();
+  }
+  return freed;
+}
+
+EmulatorDriver::Storage EmulatorDriver::copy(const Frame& f, const Storage& from, FabricPool* to) const {
+  Storage s;
+  if (!f.weights) {
+    s.raw = FrameBuffer(f.bytes, to);
+    std::memcpy(s.raw.data(), from.raw.data(), f.bytes);
+  } else if (engine_ == Engine::Reference) {
+    const LaneMajorFrame& lm = from.lane_major;
+    s.lane_major = LaneMajorFrame::from_bytes(lm.data(), lm.size(), f.rows, f.cols, lm.tiles(), to);
+  } else {
+    // FastFrame cannot adopt bytes, so its codes are rebuilt from the trits:
+    // deterministic, hence the same bytes (a copy_to(pool) on FastFrame
+    // would make this a memcpy).
+    s.fast = FastFrame::from_trits(from.fast.to_trits().data(), f.rows, f.cols, from.fast.tiles(), to);
+  }
+  return s;
+}
+
+uint64_t EmulatorDriver::add(std::shared_ptr<Frame> frame) {
+  const uint64_t offset = static_cast<uint64_t>(frame->storage.data() - pool_.base());
+  const uint64_t capacity = pool_.capacity();
+  std::lock_guard<std::mutex> lock(mu_);
+  // The pool offset names the frame, unless it is already the handle of a
+  // frame that was evicted (or reloaded elsewhere): then the next free
+  // aligned address from which the frame's span still fits in the pool.
+  uint64_t handle = offset;
+  for (uint64_t tries = 0; frames_.count(handle) != 0; ++tries) {
+    if (tries > capacity / kBlockAlignment)
+      throw FabricError(Status::ErrAddr, "load: every base address of " + pool_.name() + " names a frame; unload some");
+    handle += kBlockAlignment;
+    if (handle + frame->span > capacity) handle = 0;
+  }
+  frame->last_use = ++clock_;
+  frames_[handle] = std::move(frame);
+  return handle;
 }
 
 uint64_t EmulatorDriver::load_frame(const void* packed, size_t bytes, uint32_t flags) {
   if (bytes == 0) throw std::invalid_argument("load_frame: bytes=0; a frame holds at least one byte");
   auto f = std::make_shared<Frame>();
   f->flags = flags;
-  f->raw = FrameBuffer(bytes, &pool_);
-  std::memcpy(f->raw.data(), packed, bytes);
-  const uint8_t* data = f->raw.data();
-  return add(std::move(f), data);
+  f->bytes = f->span = bytes;
+  f->storage.raw = FrameBuffer(bytes, &pool_);  // mu_ not held: this may run the pressure handler
+  std::memcpy(f->storage.raw.data(), packed, bytes);
+  return add(std::move(f));
 }
 
 uint64_t EmulatorDriver::load_weights(const int8_t* trits, int64_t rows, int64_t cols, uint32_t flags) {
@@ -93,16 +230,14 @@ uint64_t EmulatorDriver::load_weights(const int8_t* trits, int64_t rows, int64_t
   f->weights = true;
   f->rows = rows;
   f->cols = cols;
+  f->span = pt5::packed_size(static_cast<size_t>(rows * cols));  // what a TGEMM TFD names
   const int tiles = static_cast<int>(config_.tiles);
-  const uint8_t* data;
   if (engine_ == Engine::Reference) {
-    f->lane_major = LaneMajorFrame::from_trits(trits, rows, cols, tiles, &pool_);
-    data = f->lane_major.data();
+    f->storage.lane_major = LaneMajorFrame::from_trits(trits, rows, cols, tiles, &pool_);
   } else {
-    f->fast = FastFrame::from_trits(trits, rows, cols, tiles, &pool_);
-    data = f->fast.codes();
+    f->storage.fast = FastFrame::from_trits(trits, rows, cols, tiles, &pool_);
   }
-  return add(std::move(f), data);
+  return add(std::move(f));
 }
 
 void EmulatorDriver::unload(uint64_t base_addr) {
@@ -113,7 +248,64 @@ void EmulatorDriver::unload(uint64_t base_addr) {
 
 uint32_t EmulatorDriver::frame_flags(uint64_t base_addr) const { return find(base_addr, "base_addr")->flags; }
 
-std::shared_ptr<const EmulatorDriver::Frame> EmulatorDriver::find(uint64_t addr, const char* what) const {
+bool EmulatorDriver::is_resident(uint64_t base_addr) const {
+  auto f = find(base_addr, "base_addr");
+  std::lock_guard<std::mutex> lock(mu_);
+  return f->resident;
+}
+
+std::vector<uint8_t> EmulatorDriver::frame_bytes(uint64_t base_addr) const {
+  auto f = find(base_addr, "base_addr");
+  std::lock_guard<std::mutex> lock(mu_);  // eviction swaps storage under it
+  const Storage& s = f->resident ? f->storage : *f->host;
+  return std::vector<uint8_t>(s.data(), s.data() + s.size());
+}
+
+EmulatorDriver::Pinned EmulatorDriver::use(const std::shared_ptr<Frame>& f, const char* what, uint64_t addr) {
+  std::shared_ptr<const Storage> host;
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    ++f->uses;
+    f->last_use = ++clock_;
+    if (f->resident) {
+      telemetry_.add_residency_hit();
+    } else {
+      telemetry_.add_residency_miss();
+      host = f->host;
+    }
+  }
+  Pinned pinned(f.get(), [this, f](const Frame*) {
+    std::lock_guard<std::mutex> lock(mu_);
+    --f->uses;
+  });
+  if (!host) return pinned;
+  // Reload outside mu_ (the allocation may run the pressure handler). The
+  // pin keeps this frame from being chosen, and `host` stays valid. The
+  // pool gives up after a few handler rounds, and under contention other
+  // threads may take the blocks freed for us each round: so try again
+  // while something is still evictable (a bounded number of times).
+  Storage reloaded;
+  for (int attempt = 1;; ++attempt) {
+    try {
+      reloaded = copy(*f, *host, &pool_);
+      break;
+    } catch (const OutOfMemory& e) {
+      if (attempt < kReloadAttempts && has_evictable()) continue;
+      throw OutOfMemory(std::string(what) + "=" + hex(addr) + ": cannot reload the evicted frame (" +
+                            std::to_string(host->size()) + " bytes) into " + pool_.name() + ": " + e.what(),
+                        e.requested);
+    }
+  }
+  std::lock_guard<std::mutex> lock(mu_);
+  if (!f->resident) {  // else a concurrent submit reloaded it first; ours is freed
+    f->storage = std::move(reloaded);
+    f->host.reset();
+    f->resident = true;
+  }
+  return pinned;
+}
+
+std::shared_ptr<EmulatorDriver::Frame> EmulatorDriver::find(uint64_t addr, const char* what) const {
   std::lock_guard<std::mutex> lock(mu_);
   auto it = frames_.find(addr);
   if (it == frames_.end()) fail(Status::ErrAddr, std::string(what) + "=" + hex(addr) + " is not the start of a loaded frame");
@@ -144,7 +336,8 @@ TaskId EmulatorDriver::submit(const Tfd& tfd, const KernelArgs& args) {
     if (args.batch < 0) throw std::invalid_argument("TGEMM: batch=" + std::to_string(args.batch) + " must be >= 0");
     if (args.batch > 0 && (args.x == nullptr || args.y == nullptr))
       throw std::invalid_argument("TGEMM: x and y must not be null when batch > 0");
-    return queue_.submit([this, a, args] { telemetry_.record(run_tgemm(*a, args)); });
+    Pinned w = use(a, "base_addr", tfd.base_addr);
+    return queue_.submit([this, w, args] { telemetry_.record(run_tgemm(*w, args)); });
   }
 
   if (kernel == Kernel::Dot || kernel == Kernel::Add || kernel == Kernel::Mul) {
@@ -152,13 +345,15 @@ TaskId EmulatorDriver::submit(const Tfd& tfd, const KernelArgs& args) {
     const uint64_t bytes = packed_frame_bytes(tfd.packing_fmt, tfd.frame_len);
     for (const auto& [frame, name, addr] : {std::tuple{a.get(), "base_addr", tfd.base_addr},
                                             std::tuple{b.get(), "b_addr", args.b_addr}}) {
-      if (frame->weights || frame->raw.size() < bytes)
+      if (frame->weights || frame->bytes < bytes)
         fail(Status::ErrAddr, std::string(name) + "=" + hex(addr) + ": frame_len=" + std::to_string(tfd.frame_len) +
                               " needs " + std::to_string(bytes) + " bytes of packed trits; the frame there holds " +
-                              (frame->weights ? "a weight matrix" : std::to_string(frame->raw.size()) + " bytes"));
+                              (frame->weights ? "a weight matrix" : std::to_string(frame->bytes) + " bytes"));
     }
     if (args.out == nullptr) throw std::invalid_argument(std::string(kernel_name(kernel)) + ": out must not be null");
-    return queue_.submit([this, tfd, a, b, out = args.out] { telemetry_.record(run_elementwise(tfd, *a, *b, out)); });
+    Pinned pa = use(a, "base_addr", tfd.base_addr);
+    Pinned pb = use(b, "b_addr", args.b_addr);
+    return queue_.submit([this, tfd, pa, pb, out = args.out] { telemetry_.record(run_elementwise(tfd, *pa, *pb, out)); });
   }
   fail(Status::ErrInvalid, std::string("kernel ") + kernel_name(kernel) + " (id " +
                            std::to_string(static_cast<int>(kernel)) + ") is not implemented by the emulator");
@@ -166,22 +361,23 @@ TaskId EmulatorDriver::submit(const Tfd& tfd, const KernelArgs& args) {
 
 OpCounters EmulatorDriver::run_tgemm(const Frame& w, const KernelArgs& args) const {
   const bool ref = engine_ == Engine::Reference;
+  const Storage& s = w.storage;  // resident: the task has w pinned
   switch (args.activation) {
     case ActivationKind::Int8: {
       auto x = static_cast<const int8_t*>(args.x);
       auto y = static_cast<int32_t*>(args.y);
-      return ref ? reference::tgemm_int8(w.lane_major, x, args.batch, y) : fast_.tgemm_int8(w.fast, x, args.batch, y);
+      return ref ? reference::tgemm_int8(s.lane_major, x, args.batch, y) : fast_.tgemm_int8(s.fast, x, args.batch, y);
     }
     case ActivationKind::Ternary: {
       auto x = static_cast<const int8_t*>(args.x);
       auto y = static_cast<int32_t*>(args.y);
-      return ref ? reference::tgemm_ternary(w.lane_major, x, args.batch, y)
-                 : fast_.tgemm_ternary(w.fast, x, args.batch, y);
+      return ref ? reference::tgemm_ternary(s.lane_major, x, args.batch, y)
+                 : fast_.tgemm_ternary(s.fast, x, args.batch, y);
     }
     case ActivationKind::Fp32: {
       auto x = static_cast<const float*>(args.x);
       auto y = static_cast<float*>(args.y);
-      return ref ? reference::tgemm_fp32(w.lane_major, x, args.batch, y) : fast_.tgemm_fp32(w.fast, x, args.batch, y);
+      return ref ? reference::tgemm_fp32(s.lane_major, x, args.batch, y) : fast_.tgemm_fp32(s.fast, x, args.batch, y);
     }
   }
   throw std::invalid_argument("TGEMM: unknown activation kind " + std::to_string(static_cast<int>(args.activation)));
@@ -190,8 +386,8 @@ OpCounters EmulatorDriver::run_tgemm(const Frame& w, const KernelArgs& args) con
 OpCounters EmulatorDriver::run_elementwise(const Tfd& tfd, const Frame& a, const Frame& b, void* out) const {
   const int64_t n = tfd.frame_len;
   const int tiles = static_cast<int>(config_.tiles);
-  const std::vector<uint8_t> pa = as_pt5(a.raw.data(), tfd.packing_fmt, n);
-  const std::vector<uint8_t> pb = as_pt5(b.raw.data(), tfd.packing_fmt, n);
+  const std::vector<uint8_t> pa = as_pt5(a.storage.raw.data(), tfd.packing_fmt, n);  // both pinned
+  const std::vector<uint8_t> pb = as_pt5(b.storage.raw.data(), tfd.packing_fmt, n);
   const bool ref = engine_ == Engine::Reference;
   if (tfd.kernel() == Kernel::Dot) {
     auto* result = static_cast<int64_t*>(out);

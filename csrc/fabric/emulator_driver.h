@@ -14,13 +14,41 @@
 // needs packing PT-5 (ErrPack) and frame_len == rows * cols (ErrInvalid).
 // Hint bits other than the kernel id are accepted and do not change the
 // computation (the engines always zero-skip).
-// PINNED / eviction are the residency layer's business (the pool's
-// pressure handler); the driver records the flags of each frame.
+//
+// Residency (frames live in the pool but need not stay there):
+// - base_addr is a stable handle. It is the pool offset of the frame's
+//   bytes when loaded; after an eviction and reload the bytes may sit
+//   elsewhere in the pool and the driver translates (as a device MMU
+//   would). A new frame whose pool offset is already some frame's handle
+//   gets the next free 64-byte aligned address that still fits the pool.
+// - A frame loaded (load_frame / load_weights flags) without PINNED is
+//   evictable; a TFD's own PINNED bit does not change that. When the pool
+//   runs short it calls its pressure handler, which evicts the least
+//   recently used (loaded or used by a submit) evictable frames until the
+//   bytes asked for are freed: each victim's bytes are copied to the heap
+//   and its pool block is freed; Telemetry::add_eviction counts each one.
+//   A PINNED frame is never evicted, nor a frame a queued or running task
+//   uses (submit pins every frame of its TFD until the task has run).
+// - Each frame operand of a submitted TFD is a use: a residency hit if the
+//   frame is in the pool, else a miss, and the frame is reloaded into the
+//   pool at submit (which may evict others; if it still does not fit,
+//   submit throws OutOfMemory naming the frame, and nothing is queued).
+// - WRITE: no kernel here writes a frame (ADD/MUL results go to host memory,
+//   KernelArgs::out), so frame contents never change after load. Eviction
+//   nevertheless always copies the current bytes out (every frame is
+//   treated as dirty), so an output-frame kernel would need nothing more.
+// - The pool has one pressure-handler slot: it is shared by every
+//   EmulatorDriver on that pool (each asked in turn, in creation order, so
+//   LRU order holds within a driver, not across drivers), replaces any
+//   handler set by others, and is removed when the last of them is
+//   destroyed. A driver never allocates from the pool while holding its
+//   own lock, because the allocation may run the handler, which takes it.
 #pragma once
 
 #include <map>
 #include <memory>
 #include <mutex>
+#include <vector>
 
 #include "fabric/driver.h"
 #include "fabric/fast_engine.h"
@@ -35,7 +63,8 @@ class EmulatorDriver final : public FabricDriver {
   enum class Engine : uint8_t { Reference = 0, Fast = 1 };
 
   // config is validated (std::invalid_argument); `pool` must outlive the
-  // driver. The fast engine uses config.threads threads per op.
+  // driver, which installs the pool's pressure handler (see Residency).
+  // The fast engine uses config.threads threads per op.
   EmulatorDriver(const FabricConfig& config, FabricPool& pool, Engine engine = Engine::Fast);
   ~EmulatorDriver() override;  // runs every queued task first
 
@@ -47,6 +76,11 @@ class EmulatorDriver final : public FabricDriver {
   void unload(uint64_t base_addr) override;
   // Flags a frame was loaded with (FabricError(ErrAddr) if none is there).
   uint32_t frame_flags(uint64_t base_addr) const;
+  // Whether the frame's bytes are in the pool now (false: evicted).
+  bool is_resident(uint64_t base_addr) const;
+  // A copy of the frame's current bytes, wherever they are: the packed
+  // trits of load_frame, or a weight frame in the engine's layout.
+  std::vector<uint8_t> frame_bytes(uint64_t base_addr) const;
 
   TaskId submit(const Tfd& tfd, const KernelArgs& args) override;
   void wait(TaskId id) override { queue_.wait(id); }
@@ -59,9 +93,27 @@ class EmulatorDriver final : public FabricDriver {
   Telemetry& telemetry() { return telemetry_; }
 
  private:
+  struct Storage;
   struct Frame;
-  std::shared_ptr<const Frame> find(uint64_t base_addr, const char* what) const;
-  uint64_t add(std::shared_ptr<Frame> frame, const uint8_t* data);
+  // A frame pinned against eviction until the last copy is released.
+  using Pinned = std::shared_ptr<const Frame>;
+
+  // The frame named `what`=base_addr (FabricError(ErrAddr) if none).
+  std::shared_ptr<Frame> find(uint64_t base_addr, const char* what) const;
+  // Names a just-loaded, resident frame; returns its handle.
+  uint64_t add(std::shared_ptr<Frame> frame);
+  // Pins a frame for a task: a hit, or a miss that reloads it.
+  Pinned use(const std::shared_ptr<Frame>& frame, const char* what, uint64_t addr);
+  // The frame's bytes copied into `to` (nullptr: the heap).
+  Storage copy(const Frame& frame, const Storage& from, FabricPool* to) const;
+  // Evicts LRU evictable frames until `needed` bytes are freed (or none is
+  // left); returns the bytes freed.
+  size_t evict(size_t needed);
+  static bool evictable(const Frame& frame);  // requires mu_
+  bool has_evictable() const;
+  static size_t relieve(FabricPool& pool, size_t needed);  // the pool's pressure handler
+  void attach();  // joins / leaves the drivers relieve() asks
+  void detach();
   OpCounters run_elementwise(const Tfd& tfd, const Frame& a, const Frame& b, void* out) const;
   OpCounters run_tgemm(const Frame& w, const KernelArgs& args) const;
 
@@ -70,8 +122,9 @@ class EmulatorDriver final : public FabricDriver {
   Engine engine_;
   FastEngine fast_;
   Telemetry telemetry_;
-  mutable std::mutex mu_;
-  std::map<uint64_t, std::shared_ptr<Frame>> frames_;
+  mutable std::mutex mu_;  // frames_, clock_ and each frame's residency state
+  std::map<uint64_t, std::shared_ptr<Frame>> frames_;  // by handle (base_addr)
+  uint64_t clock_ = 0;     // ticks per load or use: the LRU order
   TaskQueue queue_;  // last member: destroyed (drained) before the frames
 };
 
