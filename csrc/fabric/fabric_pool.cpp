@@ -348,17 +348,20 @@ void* FabricPool::allocate(size_t bytes, MemoryKind kind) {
   size_t size = round_up(bytes, kBlockAlignment);
   PoolIndex pool = bytes <= kSmallRequestLimit ? kSmallPool : kLargePool;
   bool retried = false;
-  // Each round the pressure handler frees something; a few rounds suffice
-  // and the bound guarantees the loop ends.
-  for (int round = 0; bytes <= capacity_ && round < 4; ++round) {
+  // Each round the pressure handler frees something; blocks it frees may be
+  // taken by other threads before this one retries, so go on while it frees
+  // anything, up to a bound that guarantees the loop ends.
+  for (int round = 0; bytes <= capacity_ && round < 64; ++round) {
     PressureHandler handler;
     {
       std::lock_guard<std::mutex> lock(impl_->mutex);
       Block* block = impl_->try_allocate(pool, size);
-      if (!block && !retried) {
-        // First fallback, as CUDA's allocator: drop the cache and retry.
+      if (!block) {
+        // Drop the cache and retry, as CUDA's allocator (counted once):
+        // after a handler round too, since what it freed may sit in
+        // segments of the other size class.
+        if (!retried) ++impl_->stats.num_alloc_retries;
         retried = true;
-        ++impl_->stats.num_alloc_retries;
         impl_->release_free_segments();
         block = impl_->try_allocate(pool, size);
       }

@@ -88,7 +88,10 @@ TEST(TaskQueue, UnknownIdsAreClearErrors) {
 TEST(TaskQueue, WaitingForALaterTaskFromInsideATaskIsALogicError) {
   TaskQueue q;
   std::promise<std::string> seen;
-  q.submit([&] {
+  std::promise<void> second_submitted;  // else task 1 may run before task 2 exists
+  std::shared_future<void> gate = second_submitted.get_future().share();
+  q.submit([&, gate] {
+    gate.wait();
     try {
       q.wait(2);
       seen.set_value("no error");
@@ -97,6 +100,7 @@ TEST(TaskQueue, WaitingForALaterTaskFromInsideATaskIsALogicError) {
     }
   });
   q.submit([] {});
+  second_submitted.set_value();
   EXPECT_EQ(seen.get_future().get(), "TaskQueue 'fabric': task 1 waits for task 2, which runs after it");
   q.wait_all();
 }
