@@ -44,6 +44,7 @@ test-py:
 
 demo: build
 	$(PY) examples/demo.py
+	$(PY) examples/qat_digits.py
 
 test-asan: $(VENV)/.system-deps
 	sh tools/test_asan.sh

@@ -47,3 +47,10 @@ _register()
 # the calling thread, as for CPU tensors.
 torch._C._set_multithreading_enabled(False)
 
+
+# Ternary linear layers on the fabric (issue 6).
+from . import quant, nn  # noqa: E402,F401
+from .convert import (ConvertReport, convert, fabric_linear, fabric_linear_enabled,  # noqa: E402,F401
+                      set_fabric_linear)
+from .nn import TFMBSLinear  # noqa: E402,F401
+from .ternary import fabric_telemetry, frame_cache_info, linear_engine  # noqa: E402,F401

@@ -1,0 +1,293 @@
+"""TFMBSLinear: nn.Linear with ternary weights on the fabric (torch_tfmbs.nn).
+
+The module keeps latent fp weights (for training) and their packed ternary
+form (PT-5 by default: 1.6 bits per weight). It packs on first use or when
+moved to tfmbs, and repacks only when the latent weight changes (its
+version counter, i.e. an optimizer step or any in-place write, or a new
+tensor). On tfmbs the packed weight becomes a resident frame in the
+fabric pool, built once per packing and reused by every call.
+
+Training is quantization-aware with a straight-through estimator: the
+forward runs the fabric op; the input gradient uses the quantized weight
+trits * scale; the latent weight's gradient is that of the quantized
+weight, passed straight through the ternarization.
+"""
+import torch
+from torch import nn
+
+from . import quant
+
+__all__ = ["TFMBSLinear", "TFMBSLinearFunction", "ternary_linear", "dequantize"]
+
+
+def ternary_linear(x, packed_weight, scale, bias, out_features, in_features, packing="pt5",
+                   act_mode="int8"):
+    """torch.ops.tfmbs.ternary_linear (see csrc/aten/TernaryOps.cpp)."""
+    return torch.ops.tfmbs.ternary_linear(x, packed_weight, scale, bias, out_features, in_features,
+                                          packing, act_mode)
+
+
+def dequantize(packed, scale, out_features, in_features, packing="pt5"):
+    """trits * scale as an fp32 [out, in] tensor on packed's device."""
+    trits = quant.unpack(packed, out_features * in_features, packing).view(out_features, in_features)
+    s = scale.float()
+    return trits.float() * (s.reshape(-1, 1) if s.numel() > 1 else s.reshape(()))
+
+
+class _TernaryLinearSTE(torch.autograd.Function):
+    """Forward on the fabric; backward as a dense linear with the quantized
+    weight (input gradient) and straight through to the latent weight."""
+
+    @staticmethod
+    def forward(ctx, x, weight, bias, packed, scale, out_features, in_features, packing, act_mode):
+        y = torch.ops.tfmbs.ternary_linear(x, packed, scale, bias, out_features, in_features,
+                                           packing, act_mode)
+        ctx.save_for_backward(x, packed, scale)
+        ctx.meta = (out_features, in_features, packing, weight is not None,
+                    weight.dtype if weight is not None else None)
+        return y
+
+    @staticmethod
+    def backward(ctx, grad_y):
+        x, packed, scale = ctx.saved_tensors
+        out_features, in_features, packing, has_weight, wdtype = ctx.meta
+        g = grad_y.reshape(-1, out_features).float()
+        grad_x = grad_w = grad_b = None
+        if ctx.needs_input_grad[0]:
+            wq = dequantize(packed, scale, out_features, in_features, packing)
+            grad_x = (g @ wq).reshape(x.shape).to(x.dtype)
+        if has_weight and ctx.needs_input_grad[1]:
+            grad_w = (g.t() @ x.reshape(-1, in_features).float()).to(wdtype)
+        if ctx.needs_input_grad[2]:
+            grad_b = g.sum(0)
+        return grad_x, grad_w, grad_b, None, None, None, None, None, None
+
+
+# The origin's name for the autograd function (seed 000):
+# TFMBSLinearFunction.apply(x, latent_weight_or_None, bias, packed, scale,
+#                           out_features, in_features, packing, act_mode)
+TFMBSLinearFunction = _TernaryLinearSTE
+
+
+def _needs_grad(*tensors):
+    return torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in tensors)
+
+
+class TFMBSLinear(nn.Linear):
+    """Drop-in nn.Linear whose forward runs tfmbs::ternary_linear.
+
+    Extra keyword arguments:
+      act_mode     "int8" (per-token absmax, BitNet b1.58; default),
+                   "ternary" (sign activations), "none" (fp activations)
+      packing      "pt5" (default) or "t2b"
+      method, per_channel  how ternarize() quantizes the latent weight
+      store_packed state_dict() holds packed_weight + weight_scale (+ bias)
+                   instead of the latent fp weight
+    """
+
+    def __init__(self, in_features, out_features, bias=True, device=None, dtype=None, *,
+                 act_mode="int8", packing="pt5", method="absmean", per_channel=False,
+                 store_packed=False):
+        super().__init__(in_features, out_features, bias=bias, device=device, dtype=dtype)
+        if act_mode not in quant.ACT_MODES:
+            raise ValueError(f"TFMBSLinear: act_mode={act_mode!r} is not one of {quant.ACT_MODES}")
+        if packing not in quant.PACKINGS:
+            raise ValueError(f"TFMBSLinear: packing={packing!r} is not one of {quant.PACKINGS}")
+        if method not in quant.METHODS:
+            raise ValueError(f"TFMBSLinear: method={method!r} is not one of {quant.METHODS}")
+        self.act_mode, self.packing, self.method = act_mode, packing, method
+        self.per_channel, self.store_packed = per_channel, store_packed
+        self.register_buffer("packed_weight", None, persistent=False)
+        self.register_buffer("weight_scale", None, persistent=False)
+        self._packed_from = None  # (version, data_ptr, device) of the latent weight packed
+
+    # ------------------------------------------------------------ lifecycle
+    @classmethod
+    def from_linear(cls, linear, **kwargs):
+        """A TFMBSLinear sharing `linear`'s parameters (no copy)."""
+        if not isinstance(linear, nn.Linear):
+            raise TypeError(f"TFMBSLinear.from_linear: expected an nn.Linear, got {type(linear).__name__}")
+        w = linear.weight
+        with torch.device("meta"):
+            new = cls(linear.in_features, linear.out_features, bias=linear.bias is not None,
+                      dtype=w.dtype, **kwargs)
+        new.weight = linear.weight
+        new.bias = linear.bias
+        new.train(linear.training)
+        return new
+
+    # seed 001's lifecycle names
+    from_torch = from_linear
+
+    def preprocess_weights(self):
+        """Ternarizes and packs the latent weight if it changed since the last packing."""
+        self._maybe_repack()
+        return self
+
+    def move_weights_to_device(self, device="tfmbs"):
+        """Moves the module to `device` and, on tfmbs, pins the resident frame."""
+        self.to(device)
+        return self
+
+    def move_weights_to_host(self):
+        self.to("cpu")
+        return self
+
+    def deallocate_weights(self):
+        """Drops the packed form (and with it the resident frame); the next
+        forward repacks from the latent weight, which must exist."""
+        if self.weight is None:
+            raise RuntimeError("TFMBSLinear.deallocate_weights: the latent weight was dropped; the "
+                               "packed weight is the only copy and is kept")
+        self.packed_weight = None
+        self.weight_scale = None
+        self._packed_from = None
+        return self
+
+    def drop_latent(self):
+        """Frees the latent fp weight (inference only): the packed form stays."""
+        self._maybe_repack()
+        self.weight = None
+        self._packed_from = None
+        return self
+
+    # --------------------------------------------------------------- sizes
+    def packed_bytes(self):
+        n = quant.packed_size(self.in_features * self.out_features, self.packing)
+        s = self.weight_scale.numel() * 4 if self.weight_scale is not None else 4
+        return n + s
+
+    def fp_weight_bytes(self):
+        return self.weight.numel() * self.weight.element_size() if self.weight is not None else 0
+
+    # -------------------------------------------------------------- packing
+    def _latent_key(self):
+        w = self.weight
+        return (w._version, w.data_ptr(), w.device, w.dtype)
+
+    def _maybe_repack(self):
+        if self.weight is None:
+            if self.packed_weight is None:
+                raise RuntimeError("TFMBSLinear: no latent weight and no packed weight")
+            return False
+        key = self._latent_key()
+        if self.packed_weight is not None and self._packed_from == key:
+            return False
+        # Not an inference tensor even if packed inside inference_mode: a
+        # later training step saves it for backward.
+        with torch.inference_mode(False), torch.no_grad():
+            trits, scale = quant.ternarize(self.weight, self.method, self.per_channel)
+            packed = quant.pack(trits, self.packing)
+        self.packed_weight = packed
+        self.weight_scale = scale
+        self._packed_from = key
+        self._prepare_frame()
+        return True
+
+    def _prepare_frame(self):
+        p = self.packed_weight
+        if p is not None and p.device.type == "tfmbs":
+            torch.ops.tfmbs.prepare_frame(p, self.out_features, self.in_features, self.packing)
+
+    def _apply(self, fn, recurse=True):
+        # A packed form that was current stays current when it moves with
+        # the latent weight (same values, new place): no repacking.
+        w = self.weight
+        current = (w is not None and self.packed_weight is not None and
+                   self._packed_from == self._latent_key())
+        dtype = w.dtype if w is not None else None
+        super()._apply(fn, recurse)
+        w = self.weight
+        if current and w.dtype == dtype and self.packed_weight.device == w.device:
+            self._packed_from = self._latent_key()
+        on_device = w if w is not None else self.packed_weight
+        if on_device is not None and on_device.device.type == "tfmbs":
+            if not self._maybe_repack():
+                self._prepare_frame()
+        return self
+
+    def dequantized_weight(self):
+        """trits * scale, the weight the fabric multiplies by (fp32 [out, in])."""
+        self._maybe_repack()
+        return dequantize(self.packed_weight, self.weight_scale, self.out_features,
+                          self.in_features, self.packing)
+
+    # -------------------------------------------------------------- forward
+    def forward(self, x):
+        self._maybe_repack()
+        w, b = self.weight, self.bias
+        if _needs_grad(x, w, b):
+            return _TernaryLinearSTE.apply(x, w, b, self.packed_weight, self.weight_scale,
+                                           self.out_features, self.in_features, self.packing,
+                                           self.act_mode)
+        return torch.ops.tfmbs.ternary_linear(x, self.packed_weight, self.weight_scale,
+                                              b.detach() if b is not None else None,
+                                              self.out_features, self.in_features, self.packing,
+                                              self.act_mode)
+
+    def extra_repr(self):
+        return (f"in_features={self.in_features}, out_features={self.out_features}, "
+                f"bias={self.bias is not None}, act_mode={self.act_mode!r}, packing={self.packing!r}, "
+                f"latent={'yes' if self.weight is not None else 'dropped'}")
+
+    # ----------------------------------------------------------- state_dict
+    def _save_to_state_dict(self, destination, prefix, keep_vars):
+        if not (self.store_packed or self.weight is None):
+            super()._save_to_state_dict(destination, prefix, keep_vars)
+            return
+        self._maybe_repack()
+        destination[prefix + "packed_weight"] = self.packed_weight
+        destination[prefix + "weight_scale"] = self.weight_scale
+        if self.bias is not None:
+            destination[prefix + "bias"] = self.bias if keep_vars else self.bias.detach()
+
+    def _load_from_state_dict(self, state_dict, prefix, local_metadata, strict, missing_keys,
+                              unexpected_keys, error_msgs):
+        pk, sk, wk = prefix + "packed_weight", prefix + "weight_scale", prefix + "weight"
+        if pk in state_dict:
+            packed = state_dict.pop(pk)
+            scale = state_dict.pop(sk, None)
+            if scale is None:
+                error_msgs.append(f"{pk} is present but {sk} is missing")
+                return
+            need = quant.packed_size(self.in_features * self.out_features, self.packing)
+            if packed.dtype != torch.uint8 or packed.numel() != need:
+                error_msgs.append(f"{pk}: expected {need} uint8 bytes ({self.packing} of "
+                                  f"{self.out_features}x{self.in_features}), got {packed.numel()} "
+                                  f"{packed.dtype}")
+                return
+            device = (self.weight.device if self.weight is not None else
+                      self.packed_weight.device if self.packed_weight is not None else packed.device)
+            packed = packed.to(device)
+            scale = scale.to(device=device, dtype=torch.float32)
+            if self.weight is not None:
+                # The latent weight becomes trits * scale; the packed form
+                # loaded stays current (re-ternarizing could change the scale).
+                state_dict[wk] = dequantize(packed, scale, self.out_features, self.in_features,
+                                            self.packing).to(self.weight.dtype)
+            super()._load_from_state_dict(state_dict, prefix, local_metadata, strict, missing_keys,
+                                          unexpected_keys, error_msgs)
+            self.packed_weight, self.weight_scale = packed, scale
+            self._packed_from = self._latent_key() if self.weight is not None else None
+            self._prepare_frame()
+            return
+        if self.weight is None and wk in state_dict:
+            # A latent fp weight loaded into a module that dropped its own:
+            # pack it and keep only the packed form.
+            w = state_dict.pop(wk)
+            with torch.no_grad():
+                trits, scale = quant.ternarize(w, self.method, self.per_channel)
+            dev = self.packed_weight.device if self.packed_weight is not None else w.device
+            self.packed_weight = quant.pack(trits.to(dev), self.packing)
+            self.weight_scale = scale.to(dev)
+            self._prepare_frame()
+        super()._load_from_state_dict(state_dict, prefix, local_metadata, strict, missing_keys,
+                                      unexpected_keys, error_msgs)
+        self._packed_from = None  # the latent weight may have been replaced
+
+    def reset_parameters(self):
+        if self.weight is None:
+            return
+        super().reset_parameters()
+        self._packed_from = None
+
