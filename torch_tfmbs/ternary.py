@@ -8,23 +8,21 @@ import torch
 
 __all__ = ["fabric_telemetry", "frame_cache_info", "linear_engine"]
 
-_FIELDS = ("ops", "cycles", "compute_cycles", "burst_wait_cycles", "utilization", "skips",
-           "active_lane_cycles", "residency_hits", "residency_misses", "evictions", "tiles")
-
 
 def fabric_telemetry(device=None):
-    """Accumulated fabric counters of a tfmbs device, as a dict: ops, cycles,
-    compute/burst-wait cycles, utilization (MACs), skips, active lane-cycles,
-    residency hits/misses, evictions, tiles; plus zero_skip_ratio and
-    utilization_ratio (MACs / (cycles * lanes))."""
-    index = -1 if device is None else torch.device("tfmbs", device).index \
-        if isinstance(device, int) else torch.device(device).index
-    values = torch.ops.tfmbs._telemetry(-1 if index is None else index)
-    t = dict(zip(_FIELDS, values))
-    t["zero_skip_ratio"] = t["skips"] / t["active_lane_cycles"] if t["active_lane_cycles"] else 0.0
-    lanes = t["tiles"] * 15
-    t["utilization_ratio"] = t["utilization"] / (t["cycles"] * lanes) if t["cycles"] else 0.0
-    return t
+    """The device's accumulated fabric counters as flat totals (ops, cycles,
+    compute/burst-wait cycles, MACs, skips, active lane-cycles, residency,
+    evictions, ratios): torch_tfmbs.fabric.profile_detailed() summed over
+    lanes, for code that wants one number per counter."""
+    from . import fabric
+
+    d = fabric.profile_detailed(device)
+    return {"ops": d["fabric_ops"], "cycles": d["cycles"], "compute_cycles": d["compute_cycles"],
+            "burst_wait_cycles": d["burst_wait_cycles"], "utilization": d["utilization"],
+            "skips": sum(d["skips"]), "active_lane_cycles": sum(d["active_cycles"]),
+            "residency_hits": d["residency_hits"], "residency_misses": d["residency_misses"],
+            "evictions": d["evictions"], "tiles": len(d["overflow_flags"]),
+            "zero_skip_ratio": d["zero_skip_ratio"], "utilization_ratio": d["lane_utilization"]}
 
 
 def frame_cache_info():

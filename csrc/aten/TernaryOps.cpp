@@ -32,7 +32,8 @@
 //
 // Also here: prepare_frame (build the frame ahead of the first call) and
 // small control ops for Python (_set_linear_engine: "fast" | "reference";
-// _telemetry; _frame_cache_info / _frame_cache_clear).
+// _frame_cache_info / _frame_cache_clear; telemetry is read through
+// torch_tfmbs.fabric).
 #include <ATen/ATen.h>
 #include <ATen/Parallel.h>
 #include <c10/core/SymIntArrayRef.h>
@@ -845,23 +846,6 @@ std::string set_linear_engine(c10::string_view name) {
   return old == Engine::Fast ? "fast" : "reference";
 }
 
-std::vector<int64_t> telemetry_snapshot(int64_t device) {
-  auto snap = device_telemetry(resolve_device(static_cast<c10::DeviceIndex>(device))).snapshot();
-  const auto& c = snap.accumulated;
-  const auto& hc = snap.host;
-  return {static_cast<int64_t>(hc.ops),
-          static_cast<int64_t>(c.cycles),
-          static_cast<int64_t>(c.compute_cycles),
-          static_cast<int64_t>(c.burst_wait_cycles),
-          static_cast<int64_t>(c.utilization),
-          static_cast<int64_t>(c.total_skips()),
-          static_cast<int64_t>(c.total_active_cycles()),
-          static_cast<int64_t>(hc.residency_hits),
-          static_cast<int64_t>(hc.residency_misses),
-          static_cast<int64_t>(hc.evictions),
-          static_cast<int64_t>(c.tiles.size())};
-}
-
 std::vector<int64_t> frame_cache_info() {
   std::lock_guard<std::mutex> lock(g_cache_mutex);
   sweep_dead_locked();
@@ -890,7 +874,6 @@ TORCH_LIBRARY(tfmbs, m) {
       "int in_features, str packing=\"pt5\", str act_mode=\"int8\") -> Tensor");
   m.def("prepare_frame(Tensor packed_weight, int out_features, int in_features, str packing=\"pt5\") -> ()");
   m.def("_set_linear_engine(str engine) -> str", &set_linear_engine);
-  m.def("_telemetry(int device) -> int[]", &telemetry_snapshot);
   m.def("_frame_cache_info() -> int[]", &frame_cache_info);
   m.def("_frame_cache_clear() -> ()", &frame_cache_clear);
 }
