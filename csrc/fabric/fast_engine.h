@@ -21,8 +21,13 @@
 //   reference's sequential accumulation per output row to find the flags.
 //
 // Speed (4096x4096, int8 activations, this 2-core Zen 5 VM, 2 threads,
-// benchmarks/cpp/fabric_bench.cpp): batch 1 ~80 us hot / ~150 us cold,
-// batch 8 ~260 us, batch 64 ~1.35 ms.
+// benchmarks/cpp/fabric_bench.cpp, best of runs on a quiet machine): batch 1
+// ~75 us hot / ~110-130 us cold, batch 8 ~245 us hot and cold, batch 64
+// ~1.37 ms. Decode stack (8 layers 4096->11008->4096, 90 MB of codes
+// streamed from DRAM per token, batch 1): ~1.8-1.9 ms per token, ~1.1-1.2x
+// its PT-5 roofline at the ~44 GB/s read bandwidth measured in the same run.
+// Streaming at that rate needs the kernels' linear software prefetch far
+// ahead of the read position (fast_engine_avx512.cpp).
 #pragma once
 
 #include <cstdint>

@@ -325,6 +325,38 @@ TEST(FastEngine, LargeGemvAndGemmMatchReference) {
   }
 }
 
+// A frame big enough to be cut into several tasks per thread (each kernel
+// call streams its rows with the software prefetch running ahead of, and
+// past, its range), with a row count that leaves R=1 tail tiles and a
+// partial last pass (2501 = 55 * 45 + 26 rows on 3 tiles): every ISA,
+// 1 and 2 threads, a streaming batch (1) and one with a second batch tile
+// over cached rows (6), activations with and without zeros.
+TEST(FastEngine, MultiTaskFramesMatchReference) {
+  std::mt19937 rng(2501);
+  const int64_t M = 2501, K = 700;
+  auto w = random_weights(M, K, 0.4, rng);
+  auto lm = LaneMajorFrame::from_trits(w.data(), M, K, 3);
+  auto ff = FastFrame::from_trits(w.data(), M, K, 3);
+  for (int64_t n : {1, 6}) {
+    for (double xz : {0.0, 0.02}) {
+      auto x = random_int8(n * K, xz, rng);
+      std::vector<int32_t> y_ref(static_cast<size_t>(n * M));
+      OpCounters c_ref = reference::tgemm_int8(lm, x.data(), n, y_ref.data());
+      for (EngineIsa isa : supported_isas()) {
+        for (int threads : {1, 2}) {
+          SCOPED_TRACE(testing::Message() << "N=" << n << " xzero=" << xz << " isa=" << engine_isa_name(isa)
+                                          << " threads=" << threads);
+          FastEngine e(FastEngineOptions{isa, threads, &test_pool()});
+          std::vector<int32_t> y(y_ref.size(), 0x5a5a5a5a);
+          OpCounters c = e.tgemm_int8(ff, x.data(), n, y.data());
+          ASSERT_EQ(y, y_ref);
+          EXPECT_COUNTERS_EQ(c_ref, c);
+        }
+      }
+    }
+  }
+}
+
 TEST(FastEngine, EmptyShapes) {
   std::vector<int8_t> w(5 * 3, 1);
   for (EngineIsa isa : supported_isas()) {
