@@ -3,6 +3,7 @@
 #include <sys/mman.h>
 
 #include <algorithm>
+#include <atomic>
 #include <cinttypes>
 #include <cstdio>
 #include <map>
@@ -124,10 +125,12 @@ struct BlockOrder {
 }  // namespace
 
 struct FabricPool::Impl {
-  explicit Impl(size_t capacity) : ranges(capacity) {}
+  explicit Impl(size_t capacity) : ranges(capacity) { live.reserve(4096); }
 
   mutable std::mutex mutex;
-  uint8_t* base = nullptr;
+  // Set once (under the mutex) when the range is reserved; read without the
+  // lock on the hot paths (contains(), every allocation).
+  std::atomic<uint8_t*> base{nullptr};
   RangeAllocator ranges;
   std::set<Block*, BlockOrder> free_blocks[3];  // indexed by PoolIndex
   std::unordered_map<size_t, Block*> live;      // offset -> allocated block
@@ -317,30 +320,27 @@ FabricPool::~FabricPool() {
     }
     delete segment;
   }
-  if (impl_->base) munmap(impl_->base, capacity_);
+  if (uint8_t* base = impl_->base.load()) munmap(base, capacity_);
 }
 
 uint8_t* FabricPool::base() {
+  if (uint8_t* base = impl_->base.load(std::memory_order_acquire)) return base;
   std::lock_guard<std::mutex> lock(impl_->mutex);
-  if (!impl_->base) {
+  if (!impl_->base.load()) {
     // Address space only: NORESERVE pages cost nothing until touched.
     void* p = mmap(nullptr, capacity_, PROT_READ | PROT_WRITE,
                    MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
     if (p == MAP_FAILED) {
-      throw std::runtime_error("tfmbs: cannot reserve the fabric pool of " + name_ +
-                               " (" + format_bytes(capacity_) +
-                               "): the host refused the address range; lower "
-                               "TFMBS_MEMORY");
+      throw std::runtime_error("tfmbs: cannot reserve the fabric pool of " + name_ + " (" +
+                               format_bytes(capacity_) +
+                               "): the host refused the address range; lower TFMBS_MEMORY");
     }
-    impl_->base = static_cast<uint8_t*>(p);
+    impl_->base.store(static_cast<uint8_t*>(p), std::memory_order_release);
   }
-  return impl_->base;
+  return impl_->base.load();
 }
 
-bool FabricPool::reserved() const {
-  std::lock_guard<std::mutex> lock(impl_->mutex);
-  return impl_->base != nullptr;
-}
+bool FabricPool::reserved() const { return impl_->base.load() != nullptr; }
 
 void* FabricPool::allocate(size_t bytes, MemoryKind kind) {
   if (bytes == 0) return nullptr;
@@ -389,9 +389,9 @@ void FabricPool::free(void* ptr) {
   if (!ptr) return;
   std::lock_guard<std::mutex> lock(impl_->mutex);
   auto* p = static_cast<uint8_t*>(ptr);
-  auto it = impl_->base && p >= impl_->base
-                ? impl_->live.find(static_cast<size_t>(p - impl_->base))
-                : impl_->live.end();
+  uint8_t* base = impl_->base.load();
+  auto it = base && p >= base ? impl_->live.find(static_cast<size_t>(p - base))
+                              : impl_->live.end();
   if (it == impl_->live.end()) {
     throw std::invalid_argument("tfmbs: free of a pointer that " + name_ +
                                 " did not allocate");
@@ -404,7 +404,7 @@ void FabricPool::free(void* ptr) {
 
 size_t FabricPool::release_cache() {
   std::lock_guard<std::mutex> lock(impl_->mutex);
-  return impl_->base ? impl_->release_free_segments() : 0;
+  return impl_->base.load() ? impl_->release_free_segments() : 0;
 }
 
 void FabricPool::set_pressure_handler(PressureHandler handler) {
@@ -413,16 +413,17 @@ void FabricPool::set_pressure_handler(PressureHandler handler) {
 }
 
 bool FabricPool::contains(const void* ptr) const {
-  std::lock_guard<std::mutex> lock(impl_->mutex);
   auto* p = static_cast<const uint8_t*>(ptr);
-  return impl_->base && p >= impl_->base && p < impl_->base + capacity_;
+  uint8_t* base = impl_->base.load(std::memory_order_acquire);
+  return base && p >= base && p < base + capacity_;
 }
 
 size_t FabricPool::block_size(const void* ptr) const {
   std::lock_guard<std::mutex> lock(impl_->mutex);
   auto* p = static_cast<const uint8_t*>(ptr);
-  if (!impl_->base || p < impl_->base) return 0;
-  auto it = impl_->live.find(static_cast<size_t>(p - impl_->base));
+  uint8_t* base = impl_->base.load();
+  if (!base || p < base) return 0;
+  auto it = impl_->live.find(static_cast<size_t>(p - base));
   return it == impl_->live.end() ? 0 : it->second->size;
 }
 
