@@ -60,7 +60,7 @@ def main(epochs=30, verbose=True):
               f"frame hits/misses {d['residency_hits']}/{d['residency_misses']}")
         print(f"  weights: {fp / 1024:.1f} KiB fp32 -> {packed / 1024:.1f} KiB packed PT-5 "
               f"({fp / packed:.1f}x smaller)")
-    return acc
+    return {"accuracy": acc, "telemetry": d, "model": model}
 
 
 if __name__ == "__main__":

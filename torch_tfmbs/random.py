@@ -1,7 +1,5 @@
 """Random state of tfmbs devices: one CPU-algorithm generator per device, so a
 seeded tfmbs generator gives the numbers a seeded CPU generator gives."""
-import torch
-
 from . import _C
 
 _generators = {}
