@@ -138,3 +138,21 @@ def test_pin_memory_and_pinned_dataloader():
     data = torch.utils.data.TensorDataset(torch.arange(8.0).view(4, 2))
     for (batch,) in torch.utils.data.DataLoader(data, batch_size=2, pin_memory=True):
         assert batch.is_pinned()
+
+
+def test_conjugate_and_negative_views_copy_correctly():
+    # These once recursed without end (the Conjugate fallback cloned through
+    # _copy_from again) and crashed the process.
+    x = torch.randn(4, dtype=torch.complex64)
+    d = x.to("tfmbs")
+    assert torch.equal(d.conj().cpu(), x.conj())
+    assert torch.equal(d.conj().imag.neg().cpu(), x.conj().imag.neg())
+    back = torch.empty(4, dtype=torch.complex64)
+    back.copy_(d.conj())
+    assert torch.equal(back, x.conj())
+    into = torch.empty(4, dtype=torch.complex64, device="tfmbs")
+    into.copy_(x.conj())
+    assert torch.equal(into.cpu(), x.conj())
+    real = torch.randn(5, 6, 7)
+    assert torch.equal(torch.fft.hfft(real.to("tfmbs"), n=10, dim=1).cpu(),
+                       torch.fft.hfft(real, n=10, dim=1))

@@ -27,8 +27,12 @@ at::Tensor cpu_alias(const at::Tensor& device_tensor) {
   c10::Storage alias_storage(c10::Storage::use_byte_size_t(), storage.nbytes(),
                              c10::DataPtr(storage.mutable_data(), c10::Device(c10::kCPU)),
                              c10::GetCPUAllocator(), /*resizable=*/true);
-  return make_tensor(std::move(alias_storage), c10::DispatchKey::CPU, device_tensor.dtype(),
-                     device_tensor);
+  at::Tensor alias = make_tensor(std::move(alias_storage), c10::DispatchKey::CPU,
+                                 device_tensor.dtype(), device_tensor);
+  // A lazily conjugated or negated view reads as such on CPU too.
+  if (device_tensor.is_conj()) alias._set_conj(true);
+  if (device_tensor.is_neg()) alias._set_neg(true);
+  return alias;
 }
 
 at::Tensor device_view(const c10::Storage& storage, const at::Tensor& geometry,
@@ -45,6 +49,18 @@ at::Tensor adopt_pool_tensor(const at::Tensor& cpu_result, c10::DeviceIndex devi
   c10::Storage device_storage(c10::Storage::use_byte_size_t(), storage.nbytes(), std::move(data),
                               tfmbs_allocator(), /*resizable=*/true);
   return device_view(device_storage, cpu_result, cpu_result.dtype());
+}
+
+std::optional<at::Tensor> cpu_alias_optional(const std::optional<at::Tensor>& tensor) {
+  if (!tensor || !tensor->defined()) return tensor;
+  return tensor->device().type() == c10::DeviceType::PrivateUse1 ? cpu_alias(*tensor) : *tensor;
+}
+
+at::Tensor adopt_or_copy(const at::Tensor& cpu_result, c10::DeviceIndex device) {
+  if (!cpu_result.defined()) return cpu_result;
+  at::Tensor adopted = adopt_pool_tensor(cpu_result, device);
+  return adopted.defined() ? adopted
+                           : cpu_result.to(c10::Device(c10::DeviceType::PrivateUse1, device));
 }
 
 void sync_back(const at::Tensor& original, const at::Tensor& alias) {

@@ -21,6 +21,14 @@ at::Tensor device_view(const c10::Storage& storage, const at::Tensor& geometry,
 // tensor when the storage cannot be adopted.
 at::Tensor adopt_pool_tensor(const at::Tensor& cpu_result, c10::DeviceIndex device);
 
+// cpu_alias of an optional tensor; CPU tensors pass through unchanged.
+std::optional<at::Tensor> cpu_alias_optional(const std::optional<at::Tensor>& tensor);
+
+// The device tensor for a result a CPU kernel produced under PoolCapture:
+// adopted without a copy when it is a pool block nobody else holds, copied
+// to the device otherwise.
+at::Tensor adopt_or_copy(const at::Tensor& cpu_result, c10::DeviceIndex device);
+
 // After a CPU kernel ran on `alias` (= cpu_alias(original)), makes
 // `original` show what the kernel did to it: a resize or re-point of the
 // alias's storage, and changed sizes/strides/offset.
