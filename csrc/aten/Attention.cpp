@@ -14,26 +14,12 @@
 namespace tfmbs {
 namespace {
 
-constexpr auto kTfmbs = c10::DeviceType::PrivateUse1;
-
-std::optional<at::Tensor> alias_optional(const std::optional<at::Tensor>& t) {
-  if (!t || !t->defined()) return t;
-  return t->device().type() == kTfmbs ? cpu_alias(*t) : *t;
-}
-
-// Results of a CPU kernel run under PoolCapture are pool blocks: adopt
-// them as tfmbs tensors (no copy).
-at::Tensor to_device(const at::Tensor& result, c10::DeviceIndex device) {
-  at::Tensor adopted = adopt_pool_tensor(result, device);
-  return adopted.defined() ? adopted : result.to(c10::Device(kTfmbs, device));
-}
-
 int64_t choose_sdp_backend(const at::Tensor& query, const at::Tensor& key, const at::Tensor& value,
                            const std::optional<at::Tensor>& attn_mask, double dropout_p,
                            bool is_causal, std::optional<double> scale, bool enable_gqa) {
   // Ask CPU what it would run; take its fused kernel over, keep its math.
   int64_t cpu_choice = at::_fused_sdp_choice(cpu_alias(query), cpu_alias(key), cpu_alias(value),
-                                             alias_optional(attn_mask), dropout_p, is_causal,
+                                             cpu_alias_optional(attn_mask), dropout_p, is_causal,
                                              scale, enable_gqa);
   bool fused = cpu_choice == static_cast<int64_t>(sdp::SDPBackend::flash_attention);
   return static_cast<int64_t>(fused && !enable_gqa ? sdp::SDPBackend::overrideable
@@ -51,10 +37,10 @@ sdpa_forward(const at::Tensor& query, const at::Tensor& key, const at::Tensor& v
     PoolCapture capture(device);
     std::tie(out, logsumexp) = at::_scaled_dot_product_flash_attention_for_cpu(
         cpu_alias(query), cpu_alias(key), cpu_alias(value), dropout_p, is_causal,
-        alias_optional(attn_bias), scale);
+        cpu_alias_optional(attn_bias), scale);
   }
   at::Tensor empty = at::empty({0}, query.options());
-  return {to_device(out, device), to_device(logsumexp, device), empty, empty,
+  return {adopt_or_copy(out, device), adopt_or_copy(logsumexp, device), empty, empty,
           c10::SymInt(query.size(2)), c10::SymInt(key.size(2)), empty, empty, empty};
 }
 
@@ -72,9 +58,9 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> sdpa_backward(
         attn_bias.defined() ? std::optional<at::Tensor>(attn_bias) : std::nullopt;
     std::tie(grad_q, grad_k, grad_v) = at::_scaled_dot_product_flash_attention_for_cpu_backward(
         cpu_alias(grad_out), cpu_alias(query), cpu_alias(key), cpu_alias(value), cpu_alias(out),
-        cpu_alias(logsumexp), dropout_p, is_causal, alias_optional(bias), scale);
+        cpu_alias(logsumexp), dropout_p, is_causal, cpu_alias_optional(bias), scale);
   }
-  return {to_device(grad_q, device), to_device(grad_k, device), to_device(grad_v, device),
+  return {adopt_or_copy(grad_q, device), adopt_or_copy(grad_k, device), adopt_or_copy(grad_v, device),
           at::Tensor()};
 }
 

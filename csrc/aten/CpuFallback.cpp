@@ -143,9 +143,7 @@ at::Tensor to_device(const at::Tensor& result, const Prepared& prepared) {
       return device_view(original.storage(), result, result.dtype());
     }
   }
-  at::Tensor adopted = adopt_pool_tensor(result, prepared.device);
-  if (adopted.defined()) return adopted;
-  return result.to(c10::Device(kTfmbs, prepared.device));
+  return adopt_or_copy(result, prepared.device);
 }
 
 std::string describe_shapes(const Prepared& prepared) {
