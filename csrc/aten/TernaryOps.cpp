@@ -25,9 +25,9 @@
 // offset and version counter) and reused by every later call: no repacking
 // per call. A frame leaves the pool when its packed tensor changes, soon
 // after it dies (at the next miss, within 256 calls, or at
-// _frame_cache_info), or - least recently used first, and only if no call is using it - when
-// the pool has no room for a new frame (an eviction; it is rebuilt on its
-// next use). Each call records its counters in the device's telemetry, and
+// _frame_cache_info), or - least recently used first, and only if no call
+// is using it - when any allocation finds the pool full (the pool's
+// pressure handler; an eviction: the frame is rebuilt on its next use). Each call records its counters in the device's telemetry, and
 // a row in the op log while a profiler records.
 //
 // Also here: prepare_frame (build the frame ahead of the first call) and
