@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Installs the Debian packages the build and tests need, if missing.
 set -euo pipefail
-packages=(libgtest-dev ninja-build cmake g++ clang libclang-rt-14-dev)
+packages=(libgtest-dev ninja-build cmake g++ clang libclang-rt-14-dev python3.11-venv python3.11-dev)
 missing=()
 for p in "${packages[@]}"; do
   dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p")
