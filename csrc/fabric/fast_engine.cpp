@@ -54,7 +54,16 @@ EngineIsa best_engine_isa() {
 
 namespace {
 
+using fast_detail::FrameCodes;
 using fast_detail::ZeroCountJob;
+
+FrameCodes frame_codes(const FastFrame& w) {
+  FrameCodes codes;
+  codes.codes = w.codes();
+  codes.row_bytes = w.row_bytes();
+  codes.blocks = w.blocks_per_row();
+  return codes;
+}
 using Int8Fn = void (*)(const Int8Job&, int64_t, int64_t);
 using ZeroFn = void (*)(const ZeroCountJob&, int64_t, int64_t);
 using Fp32Fn = void (*)(const Fp32Job&, int64_t, int64_t);
@@ -157,9 +166,7 @@ class ZeroPlan {
   void count(EngineIsa isa, const FastFrame& w, int64_t r0, int64_t r1, uint64_t* hits) const {
     if (chunks_ > 0) {
       ZeroCountJob job;
-      job.codes = w.codes();
-      job.row_bytes = w.row_bytes();
-      job.blocks = w.blocks_per_row();
+      static_cast<FrameCodes&>(job) = frame_codes(w);
       job.zero_counts = counts_.data();
       job.stride = kp_;
       job.chunks = chunks_;
@@ -299,9 +306,7 @@ OpCounters FastEngine::run_int8(const FastFrame& w, const int8_t* x, int64_t n, 
   uint64_t* zero_hits = zero_hit_buffer(rows);
   std::vector<uint8_t> overflow(may_overflow ? static_cast<size_t>(rows) : 0, 0);
   Int8Job job;
-  job.codes = w.codes();
-  job.row_bytes = w.row_bytes();
-  job.blocks = w.blocks_per_row();
+  static_cast<FrameCodes&>(job) = frame_codes(w);
   job.x = xp;
   job.x_stride = kp;
   job.x_sum = x_sum.data();
@@ -382,9 +387,7 @@ OpCounters FastEngine::tgemm_fp32(const FastFrame& w, const float* x, int64_t n,
   const ZeroPlan zeros_plan(n, cols, kp, [&](int64_t b, int64_t d) { return x[b * cols + d] == 0.0f; });
   uint64_t* zero_hits = zero_hit_buffer(rows);
   Fp32Job job;
-  job.codes = w.codes();
-  job.row_bytes = w.row_bytes();
-  job.blocks = w.blocks_per_row();
+  static_cast<FrameCodes&>(job) = frame_codes(w);
   job.x = xp;
   job.x_stride = kp;
   job.n = n;

@@ -13,10 +13,14 @@ namespace tfmbs::fabric::fast_detail {
 // Batch rows handled together so every decoded weight vector is reused.
 inline constexpr int kBatchTile = 8;
 
-struct Int8Job {
+// Where a kernel reads the weights: a FastFrame's codes and geometry.
+struct FrameCodes {
   const uint8_t* codes = nullptr;  // FastFrame::codes()
   size_t row_bytes = 0;
   int64_t blocks = 0;              // 256-column blocks per row
+};
+
+struct Int8Job : FrameCodes {
   const int8_t* x = nullptr;       // [n][x_stride] activations, zero-padded to blocks*256
   int64_t x_stride = 0;
   const int32_t* x_sum = nullptr;  // [n] sum of each activation row (wrapping)
@@ -38,20 +42,14 @@ struct Int8Job {
 // where zero_counts[c][d] (u8) is how many batch rows of chunk c have a zero
 // activation in column d (pad columns: 0). A chunk's sum fits in int32
 // (the caller sizes chunks so that 255-or-fewer rows * K < 2^31).
-struct ZeroCountJob {
-  const uint8_t* codes = nullptr;
-  size_t row_bytes = 0;
-  int64_t blocks = 0;
+struct ZeroCountJob : FrameCodes {
   const uint8_t* zero_counts = nullptr;  // [chunks][stride]
   int64_t stride = 0;
   int64_t chunks = 0;
   uint64_t* zero_hits = nullptr;         // [m]
 };
 
-struct Fp32Job {
-  const uint8_t* codes = nullptr;
-  size_t row_bytes = 0;
-  int64_t blocks = 0;
+struct Fp32Job : FrameCodes {
   const float* x = nullptr;  // [n][x_stride], zero-padded to blocks*256
   int64_t x_stride = 0;
   int64_t n = 0, m = 0;
