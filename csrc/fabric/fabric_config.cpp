@@ -5,6 +5,8 @@
 #include <stdexcept>
 #include <thread>
 
+#include "fabric/fabric_pool.h"
+
 namespace tfmbs::fabric {
 namespace {
 
@@ -128,7 +130,16 @@ FabricConfig FabricConfig::from_env(const EnvLookup& lookup) {
     c.tiles = static_cast<uint32_t>(parse_bounded_int("TFMBS_TILES", v, 1, kMaxTiles));
   if (const char* v = get("TFMBS_CLOCK_MHZ"))
     c.clock_mhz = static_cast<uint32_t>(parse_bounded_int("TFMBS_CLOCK_MHZ", v, 1, kMaxClockMhz));
-  if (const char* v = get("TFMBS_MEMORY")) c.pool_bytes = parse_byte_size("TFMBS_MEMORY", v);
+  if (const char* v = get("TFMBS_MEMORY")) {
+    c.pool_bytes = parse_byte_size("TFMBS_MEMORY", v);
+    // The pool is made of whole segments: reject less than one, round up
+    // to whole ones so that the configuration says what the pool holds.
+    if (c.pool_bytes < kSegmentGranularity) {
+      throw std::invalid_argument(std::string("TFMBS_MEMORY=\"") + v +
+                                  "\" is smaller than one pool segment; allowed: 2MiB up to 2^47 bytes");
+    }
+    c.pool_bytes = (c.pool_bytes + kSegmentGranularity - 1) / kSegmentGranularity * kSegmentGranularity;
+  }
   if (const char* v = get("TFMBS_NUM_FABRICS"))
     c.num_fabrics = static_cast<uint32_t>(parse_bounded_int("TFMBS_NUM_FABRICS", v, 1, kMaxFabrics));
   if (const char* v = get("TFMBS_THREADS"))

@@ -376,12 +376,22 @@ void* FabricPool::allocate(size_t bytes, MemoryKind kind) {
   const auto& st = impl_->stats;
   int64_t allocated = st.allocated_bytes[kAll].current;
   int64_t cached = st.reserved_bytes[kAll].current - allocated;
+  const size_t free_bytes = capacity_ - static_cast<size_t>(allocated);
+  // Free bytes enough for the request, but in no one piece: say so, as
+  // CUDA's message does, since freeing more is then not the only remedy.
+  const std::string fragmentation =
+      bytes <= capacity_ && free_bytes >= size
+          ? " The pool has " + format_bytes(free_bytes) +
+                " free, but not in one piece: the request fails for fragmentation"
+                " (freeing tensors next to each other, or fewer long-lived small ones, helps)."
+          : std::string();
   throw OutOfMemory(
       "tfmbs: out of memory on " + name_ + ": tried to allocate " +
           format_bytes(bytes) + "; capacity " + format_bytes(capacity_) + ", " +
           format_bytes(static_cast<size_t>(allocated)) + " allocated, " +
           format_bytes(static_cast<size_t>(cached)) +
-          " cached (reserved but free). Free tensors or raise TFMBS_MEMORY.",
+          " cached (reserved but free)." + fragmentation +
+          " Free tensors or raise TFMBS_MEMORY.",
       bytes);
 }
 

@@ -52,6 +52,16 @@ TEST(FabricConfig, FromEnvironment) {
   EXPECT_EQ(from({{"TFMBS_TILES", ""}}).tiles, 4u);  // empty = unset
 }
 
+TEST(FabricConfig, MemoryIsWholePoolSegments) {
+  EXPECT_EQ(from({{"TFMBS_MEMORY", "3MiB"}}).pool_bytes, uint64_t{4} << 20);
+  EXPECT_EQ(from({{"TFMBS_MEMORY", "2MiB"}}).pool_bytes, uint64_t{2} << 20);
+  for (const char* small : {"1B", "1MiB", "2097151"}) {
+    const std::string m = message_of([&] { from({{"TFMBS_MEMORY", small}}); });
+    EXPECT_EQ(m, std::string("TFMBS_MEMORY=\"") + small +
+                     "\" is smaller than one pool segment; allowed: 2MiB up to 2^47 bytes");
+  }
+}
+
 TEST(FabricConfig, RealGetenvIsTheDefaultLookup) {
   ::setenv("TFMBS_TILES", "5", 1);
   const FabricConfig c = FabricConfig::from_env();

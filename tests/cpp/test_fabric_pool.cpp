@@ -149,6 +149,7 @@ TEST(FabricPool, ExhaustionThrowsAndKeepsExistingData) {
     EXPECT_NE(msg.find("capacity 8.00 MiB"), std::string::npos) << msg;
     EXPECT_NE(msg.find("4.00 MiB allocated"), std::string::npos) << msg;
     EXPECT_NE(msg.find("0 B cached"), std::string::npos) << msg;
+    EXPECT_EQ(msg.find("fragmentation"), std::string::npos) << msg;  // 4 MiB free < 6 MiB
     EXPECT_EQ(e.requested, 6 * MiB);
   }
   auto st = pool.stats();
@@ -160,6 +161,24 @@ TEST(FabricPool, ExhaustionThrowsAndKeepsExistingData) {
   EXPECT_NE(again, nullptr);
   pool.free(again);
   EXPECT_THROW(pool.allocate(9 * MiB), OutOfMemory);  // above capacity
+}
+
+TEST(FabricPool, OutOfMemoryForFragmentationSaysSo) {
+  FabricPool pool("tfmbs:0", 8 * MiB);
+  void* blocks[4];
+  for (auto& b : blocks) b = pool.allocate(2 * MiB);  // four 2 MiB segments fill the pool
+  pool.free(blocks[0]);
+  pool.free(blocks[2]);  // 4 MiB free, in two pieces
+  try {
+    pool.allocate(4 * MiB);
+    FAIL() << "expected OutOfMemory";
+  } catch (const OutOfMemory& e) {
+    std::string msg = e.what();
+    EXPECT_NE(msg.find("4.00 MiB allocated, 0 B cached"), std::string::npos) << msg;
+    EXPECT_NE(msg.find("4.00 MiB free, but not in one piece"), std::string::npos) << msg;
+  }
+  pool.free(blocks[1]);
+  pool.free(blocks[3]);
 }
 
 TEST(FabricPool, RetryReleasesTheCacheBeforeFailing) {
