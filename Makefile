@@ -31,7 +31,7 @@ $(VENV)/.installed: $(VENV)/.python-deps pyproject.toml setup.py
 	touch $@
 
 build: $(VENV)/.installed
-	$(PY) setup.py -q build_ext --inplace >/dev/null
+	TORCH_DEVICE_BACKEND_AUTOLOAD=0 $(PY) setup.py -q build_ext --inplace >/dev/null
 
 test: build
 	$(MAKE) test-cpp test-py test-asan

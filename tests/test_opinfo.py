@@ -5,6 +5,8 @@ kernels and the overrides)."""
 import pytest
 import torch
 from torch.testing._internal.common_methods_invocations import op_db
+from torch.testing._internal.opinfo.core import SampleInput
+from torch.utils._pytree import tree_flatten, tree_unflatten
 
 # Ops outside what a dense device backend offers (sparse layouts), or whose
 # samples draw random numbers inside the op in a device-dependent way.
@@ -18,9 +20,37 @@ OPS = [op for op in op_db
 SAMPLES_PER_OP = 2
 
 
+def _made(op, device):
+    torch.manual_seed(0)
+    made = list(op.sample_inputs(device, torch.float32, requires_grad=False))[:SAMPLES_PER_OP]
+    return [(s.input, s.args, s.kwargs) for s in made]
+
+
+def _to_device_keeping_layout(t, device):
+    """t on `device` with its storage, strides and offset (views stay views)."""
+    whole = torch.empty(0, dtype=t.dtype).set_(t.untyped_storage())
+    return whole.to(device).as_strided(t.size(), t.stride(), t.storage_offset())
+
+
 def samples(op, device):
-    torch.manual_seed(0)  # tfmbs draws from CPU's generator: same values
-    return list(op.sample_inputs(device, torch.float32, requires_grad=False))[:SAMPLES_PER_OP]
+    """The op's samples for `device`, with CPU's values: tfmbs has a generator
+    of its own (as CUDA has), so the tensors of the samples made for `device`
+    and numbers take the values of the same samples made on CPU, keeping the
+    devices and layouts the device's sample function chose."""
+    cpu = _made(op, "cpu")
+    if device == "cpu":
+        return [SampleInput(i, args=a, kwargs=k) for i, a, k in cpu]
+    out = []
+    for cpu_sample, dev_sample in zip(cpu, _made(op, device)):
+        cpu_leaves, _ = tree_flatten(cpu_sample)
+        dev_leaves, spec = tree_flatten(dev_sample)
+        leaves = [_to_device_keeping_layout(c, d.device)
+                  if isinstance(d, torch.Tensor) and d.device.type == "tfmbs"
+                  else d if isinstance(d, (torch.device, str)) else c
+                  for c, d in zip(cpu_leaves, dev_leaves)]
+        i, a, k = tree_unflatten(leaves, spec)
+        out.append(SampleInput(i, args=a, kwargs=k))
+    return out
 
 
 def compare(ref, got):

@@ -226,8 +226,11 @@ def test_meta_and_fake_tensor():
         fs = mode.from_tensor(torch.ones(()).to("tfmbs"))
         fy = op(fx, fp, fs, None, m, k, "pt5", "int8")
         assert fy.shape == (3, m) and fy.device.type == "tfmbs"
-    with pytest.raises(RuntimeError, match="in_features"):
+    # The Meta kernel raises what the real kernels raise.
+    with pytest.raises(ValueError, match="in_features"):
         op(torch.empty(2, k + 1, device="meta"), p, torch.empty((), device="meta"), None, m, k)
+    with pytest.raises(ValueError, match="bytes"):
+        op(torch.empty(2, k, device="meta"), p[1:], torch.empty((), device="meta"), None, m, k)
 
 
 def test_torch_compile_traces_the_op():

@@ -13,11 +13,18 @@ def _autoload():
     torch's autoload finds this module half-imported and calls this."""
 
 
+import warnings  # noqa: E402
+
 import torch  # noqa: E402
 
 from . import _C  # noqa: E402
 
-_C._init()
+try:
+    _C._init()
+except ValueError as _config_error:
+    # The backend autoloads with `import torch`: a bad TFMBS_* value must not
+    # break CPU-only scripts. The device raises the same error at each use.
+    warnings.warn(f"tfmbs is not usable: {_config_error}", RuntimeWarning, stacklevel=2)
 
 from . import device as _device_module  # noqa: E402
 from .fallback import fallback_stats, reset_fallback_stats, set_fallback_mode  # noqa: E402,F401

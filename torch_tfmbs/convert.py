@@ -25,17 +25,22 @@ from torch.overrides import TorchFunctionMode
 from torch.utils.weak import WeakIdKeyDictionary
 
 from . import quant
-from .nn import TFMBSLinear, _needs_grad, _TernaryLinearSTE
+from .nn import TFMBSLinear, _needs_grad, _PackedSource, _TernaryLinearSTE
 
 __all__ = ["convert", "ConvertReport", "fabric_linear", "set_fabric_linear", "fabric_linear_enabled"]
 
 
 @dataclasses.dataclass
 class ConvertReport:
-    """What convert() did. Sizes are of the replaced layers' weights."""
+    """What convert() did. Sizes are of the replaced layers' weights.
+
+    A module registered under several names (a shared layer) is one entry,
+    under its first name in module order; `aliases` maps that name to the
+    others."""
     replaced: list = dataclasses.field(default_factory=list)   # qualified names
     failed: list = dataclasses.field(default_factory=list)     # (name, error message)
     excluded: list = dataclasses.field(default_factory=list)   # names left alone on purpose
+    aliases: dict = dataclasses.field(default_factory=dict)    # first name -> other names
     fp_bytes: int = 0       # latent weights of the replaced layers, before
     packed_bytes: int = 0   # their packed weights + scales, after
     latent_kept: bool = False
@@ -67,6 +72,11 @@ def _excluded(name, module, exclude):
     return False
 
 
+def _set_submodule(model, name, module):
+    parent_name, _, child_name = name.rpartition(".")
+    setattr(model.get_submodule(parent_name), child_name, module)
+
+
 def convert(model, mapping=None, exclude=(), inplace=False, *, device=None, keep_latent=False,
             errors="warn", **layer_kwargs):
     """Replaces the modules of `model` whose exact class is a key of `mapping`.
@@ -80,10 +90,18 @@ def convert(model, mapping=None, exclude=(), inplace=False, *, device=None, keep
     inplace: False converts a deep copy and leaves `model` untouched.
     device: where the replacements' weights go; default: where the original's were.
     keep_latent: keep the fp latent weights (needed to train); False frees them
-      after packing, which is where the memory saving comes from.
+      after packing, which is where the memory saving comes from. A
+      TFMBSLinear without its latent weight refuses a training-mode forward
+      that needs gradients (it could only train the bias): convert with
+      keep_latent=True to train, or run eval() / torch.no_grad() to infer.
     errors: "warn" keeps a layer whose replacement fails (warning naming it);
       "raise" raises instead.
     layer_kwargs: passed to from_torch (act_mode, packing, method, per_channel...).
+
+    A module registered in several places (model.a = model.b = lin) gets one
+    replacement, set in every place, so they stay one module; the report
+    lists it once, under its first name (ConvertReport.aliases has the
+    others). It is excluded if any of its names is.
 
     Returns (model, ConvertReport).
     """
@@ -94,13 +112,19 @@ def convert(model, mapping=None, exclude=(), inplace=False, *, device=None, keep
     if not inplace:
         model = copy.deepcopy(model)
     report = ConvertReport(latent_kept=keep_latent)
-    # In module order; named_modules() lists a shared module once.
-    targets = [(n, m) for n, m in model.named_modules() if n and type(m) in mapping]
-    for name, child in targets:
+    # Every name of every target, in module order: a shared module is
+    # replaced once and the replacement set under all its names, or the
+    # names left with the original would split it in two.
+    targets = {}  # id -> (module, [names])
+    for n, m in model.named_modules(remove_duplicate=False):
+        if n and type(m) in mapping:
+            targets.setdefault(id(m), (m, []))[1].append(n)
+    for child, names in targets.values():
+        name = names[0]
+        if len(names) > 1:
+            report.aliases[name] = names[1:]
         replacement = mapping[type(child)]
-        parent_name, _, child_name = name.rpartition(".")
-        parent = model.get_submodule(parent_name)
-        if _excluded(name, child, exclude):
+        if any(_excluded(n, child, exclude) for n in names):
             report.excluded.append(name)
             continue
         new = None
@@ -116,8 +140,12 @@ def convert(model, mapping=None, exclude=(), inplace=False, *, device=None, keep
             new.move_weights_to_device(target)
             if not keep_latent and hasattr(new, "drop_latent"):
                 new.drop_latent()
-            setattr(parent, child_name, new)
+            for n in names:
+                _set_submodule(model, n, new)
         except Exception as exc:  # noqa: BLE001 - any failure keeps the original
+            for n in names:
+                with contextlib.suppress(Exception):
+                    _set_submodule(model, n, child)
             if new is not None:
                 with contextlib.suppress(Exception):
                     new.deallocate_weights()
@@ -164,22 +192,21 @@ class _FabricLinearMode(TorchFunctionMode):
         return func(*args, **kwargs)
 
 
-# weight -> (version key, config key, packed, scale); dies with the weight.
+# weight -> (_PackedSource, config key, packed, scale); dies with the weight.
 _WEIGHT_CACHE = WeakIdKeyDictionary()
 
 
 def _packed_for(w, cfg):
-    key = (w._version, w.data_ptr(), w.dtype)
     ckey = (cfg.packing, cfg.method, cfg.per_channel)
     hit = _WEIGHT_CACHE.get(w)
-    if hit is not None and hit[0] == key and hit[1] == ckey:
+    if hit is not None and hit[0].matches(w) and hit[1] == ckey:
         return hit[2], hit[3]
     with torch.inference_mode(False), torch.no_grad():  # usable for training later
         trits, scale = quant.ternarize(w, cfg.method, cfg.per_channel)
         packed = quant.pack(trits, cfg.packing)
         out, inp = w.shape
         torch.ops.tfmbs.prepare_frame(packed, out, inp, cfg.packing)
-    _WEIGHT_CACHE[w] = (key, ckey, packed, scale)
+    _WEIGHT_CACHE[w] = (_PackedSource(w), ckey, packed, scale)
     return packed, scale
 
 

@@ -74,7 +74,7 @@ def _lazy_init():
 
 
 def _is_in_bad_fork():
-    return False
+    return _C.in_bad_fork()
 
 
 def get_amp_supported_dtype():

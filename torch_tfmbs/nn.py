@@ -16,6 +16,7 @@ import torch
 from torch import nn
 
 from . import quant
+from .ternary import linear_grads
 
 __all__ = ["TFMBSLinear", "TFMBSLinearFunction", "ternary_linear", "dequantize"]
 
@@ -43,24 +44,25 @@ class _TernaryLinearSTE(torch.autograd.Function):
         y = torch.ops.tfmbs.ternary_linear(x, packed, scale, bias, out_features, in_features,
                                            packing, act_mode)
         ctx.save_for_backward(x, packed, scale)
-        ctx.meta = (out_features, in_features, packing, weight is not None,
+        ctx.meta = (out_features, in_features, packing, act_mode, weight is not None,
                     weight.dtype if weight is not None else None)
         return y
 
     @staticmethod
     def backward(ctx, grad_y):
         x, packed, scale = ctx.saved_tensors
-        out_features, in_features, packing, has_weight, wdtype = ctx.meta
-        g = grad_y.reshape(-1, out_features).float()
-        grad_x = grad_w = grad_b = None
-        if ctx.needs_input_grad[0]:
-            wq = dequantize(packed, scale, out_features, in_features, packing)
-            grad_x = (g @ wq).reshape(x.shape).to(x.dtype)
-        if has_weight and ctx.needs_input_grad[1]:
+        out_features, in_features, packing, act_mode, has_weight, wdtype = ctx.meta
+        need = ctx.needs_input_grad
+        # The op's own gradients (input, scale, bias) ...
+        grad_x, grad_scale, grad_b = linear_grads(
+            grad_y, x.shape, x.dtype, x, packed, scale, out_features, in_features, packing,
+            act_mode, need_x=need[0], need_scale=need[4], need_bias=need[2])
+        # ... plus the latent weight's, straight through the ternarization.
+        grad_w = None
+        if has_weight and need[1]:
+            g = grad_y.reshape(-1, out_features).float()
             grad_w = (g.t() @ x.reshape(-1, in_features).float()).to(wdtype)
-        if ctx.needs_input_grad[2]:
-            grad_b = g.sum(0)
-        return grad_x, grad_w, grad_b, None, None, None, None, None, None
+        return grad_x, grad_w, grad_b, None, grad_scale, None, None, None, None
 
 
 # The origin's name for the autograd function (seed 000):
@@ -73,6 +75,27 @@ def _needs_grad(*tensors):
     return torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in tensors)
 
 
+class _PackedSource:
+    """The latent weight a packing was made from, identified by its storage
+    rather than its address: `weight.data = new` keeps the parameter's
+    version counter, and the new storage may land on a freed block at the
+    same address, so (version, data_ptr) alone can call a new weight old.
+    The alias holds the packed storage alive, so no other storage can take
+    its address while this record exists."""
+
+    __slots__ = ("alias", "version")
+
+    def __init__(self, w):
+        self.alias = w.detach()  # same storage and version counter, no autograd history
+        self.version = w._version
+
+    def matches(self, w):
+        a = self.alias
+        return (w is not None and a.untyped_storage()._cdata == w.untyped_storage()._cdata
+                and a.data_ptr() == w.data_ptr() and a.device == w.device and a.dtype == w.dtype
+                and a.shape == w.shape and a.stride() == w.stride() and self.version == w._version)
+
+
 class TFMBSLinear(nn.Linear):
     """Drop-in nn.Linear whose forward runs tfmbs::ternary_linear.
 
@@ -83,6 +106,23 @@ class TFMBSLinear(nn.Linear):
       method, per_channel  how ternarize() quantizes the latent weight
       store_packed state_dict() holds packed_weight + weight_scale (+ bias)
                    instead of the latent fp weight
+
+    The packed weight follows the latent weight: it is repacked when the
+    parameter is written in place (an optimizer step, or any in-place op
+    under torch.no_grad(): they bump its version counter) or replaced by a
+    new tensor (`layer.weight = ...` or `layer.weight.data = ...`, told
+    apart by storage, not address). Writes through a `.data` alias
+    (`layer.weight.data.copy_(w)`, `layer.weight.data[0] = 1`) bypass the
+    version counter and are not seen: write under torch.no_grad() on the
+    parameter itself, or call refresh() afterwards.
+
+    Input dtypes: float32, bfloat16 and float16 run on the fabric as they
+    are; float64 input is computed in float32 (the op's widest input) and
+    the result is returned as float64.
+
+    A layer whose latent weight was dropped (drop_latent(), or convert()
+    without keep_latent) cannot learn its weight: a forward in training mode
+    that needs gradients raises, rather than train only the bias.
     """
 
     def __init__(self, in_features, out_features, bias=True, device=None, dtype=None, *,
@@ -99,7 +139,7 @@ class TFMBSLinear(nn.Linear):
         self.per_channel, self.store_packed = per_channel, store_packed
         self.register_buffer("packed_weight", None, persistent=False)
         self.register_buffer("weight_scale", None, persistent=False)
-        self._packed_from = None  # (version, data_ptr, device) of the latent weight packed
+        self._packed_from = None  # _PackedSource of the latent weight packed
 
     # ------------------------------------------------------------ lifecycle
     @classmethod
@@ -151,6 +191,17 @@ class TFMBSLinear(nn.Linear):
         self._packed_from = None
         return self
 
+    def refresh(self):
+        """Repacks from the latent weight now, whatever its version says (after
+        writes the version counter does not see, e.g. through `.data`). The
+        old packed tensor dies, and with it its resident frame (frames are
+        keyed by the packed tensor's storage). Nothing to do if the latent
+        weight was dropped: the packed form is then the weight."""
+        if self.weight is not None:
+            self._packed_from = None
+            self._maybe_repack()
+        return self
+
     # --------------------------------------------------------------- sizes
     def packed_bytes(self):
         n = quant.packed_size(self.in_features * self.out_features, self.packing)
@@ -161,17 +212,16 @@ class TFMBSLinear(nn.Linear):
         return self.weight.numel() * self.weight.element_size() if self.weight is not None else 0
 
     # -------------------------------------------------------------- packing
-    def _latent_key(self):
-        w = self.weight
-        return (w._version, w.data_ptr(), w.device, w.dtype)
+    def _packing_current(self):
+        return (self.weight is not None and self.packed_weight is not None and
+                self._packed_from is not None and self._packed_from.matches(self.weight))
 
     def _maybe_repack(self):
         if self.weight is None:
             if self.packed_weight is None:
                 raise RuntimeError("TFMBSLinear: no latent weight and no packed weight")
             return False
-        key = self._latent_key()
-        if self.packed_weight is not None and self._packed_from == key:
+        if self._packing_current():
             return False
         # Not an inference tensor even if packed inside inference_mode: a
         # later training step saves it for backward.
@@ -180,7 +230,7 @@ class TFMBSLinear(nn.Linear):
             packed = quant.pack(trits, self.packing)
         self.packed_weight = packed
         self.weight_scale = scale
-        self._packed_from = key
+        self._packed_from = _PackedSource(self.weight)
         self._prepare_frame()
         return True
 
@@ -193,13 +243,14 @@ class TFMBSLinear(nn.Linear):
         # A packed form that was current stays current when it moves with
         # the latent weight (same values, new place): no repacking.
         w = self.weight
-        current = (w is not None and self.packed_weight is not None and
-                   self._packed_from == self._latent_key())
+        current = self._packing_current()
         dtype = w.dtype if w is not None else None
         super()._apply(fn, recurse)
         w = self.weight
-        if current and w.dtype == dtype and self.packed_weight.device == w.device:
-            self._packed_from = self._latent_key()
+        # Otherwise forget the old source: it repacks anyway, and the record
+        # would hold the old storage alive until then.
+        current = current and w.dtype == dtype and self.packed_weight.device == w.device
+        self._packed_from = _PackedSource(w) if current else None
         on_device = w if w is not None else self.packed_weight
         if on_device is not None and on_device.device.type == "tfmbs":
             if not self._maybe_repack():
@@ -216,6 +267,20 @@ class TFMBSLinear(nn.Linear):
     def forward(self, x):
         self._maybe_repack()
         w, b = self.weight, self.bias
+        if w is None and self.training and _needs_grad(x, b):
+            # Without the latent weight only the bias would learn: QAT that
+            # silently does next to nothing.
+            raise RuntimeError(
+                "TFMBSLinear: the latent weight was dropped (convert() without keep_latent=True, "
+                "or drop_latent()), so training would update only the bias; to train, convert "
+                "with keep_latent=True; for inference (or to keep the layer frozen), call .eval() "
+                "on it or use torch.no_grad()")
+        if x.dtype == torch.float64:
+            # The op takes float32/bf16/fp16: compute in float32, hand back float64.
+            return self._linear(x.float(), w, b).to(x.dtype)
+        return self._linear(x, w, b)
+
+    def _linear(self, x, w, b):
         if _needs_grad(x, w, b):
             return _TernaryLinearSTE.apply(x, w, b, self.packed_weight, self.weight_scale,
                                            self.out_features, self.in_features, self.packing,
@@ -268,7 +333,7 @@ class TFMBSLinear(nn.Linear):
             super()._load_from_state_dict(state_dict, prefix, local_metadata, strict, missing_keys,
                                           unexpected_keys, error_msgs)
             self.packed_weight, self.weight_scale = packed, scale
-            self._packed_from = self._latent_key() if self.weight is not None else None
+            self._packed_from = _PackedSource(self.weight) if self.weight is not None else None
             self._prepare_frame()
             return
         if self.weight is None and wk in state_dict:

@@ -11,11 +11,12 @@ class profiler:
         self.rows = []
 
     def __enter__(self):
-        _C.profiler_start()
+        # Rows of this thread from now on: not earlier ops, not other threads'.
+        self._session = _C.profiler_start()
         return self
 
     def __exit__(self, *exc):
-        self.rows = _C.profiler_stop()
+        self.rows = _C.profiler_stop(self._session)
         return False
 
     def key_averages(self, group_by_shapes=False):

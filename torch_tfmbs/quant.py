@@ -40,6 +40,7 @@ def ternarize(w, method="absmean", per_channel=False, delta=None):
     per_channel: one scale per output row (dim 0) instead of one per tensor;
       the scale then has shape [rows], else it is a 0-dim tensor. A zero
       scale is clamped to 1e-5, so the division is defined.
+    A weight with NaN or Inf values raises ValueError.
     """
     if method not in METHODS:
         raise ValueError(f"ternarize: method={method!r} is not one of {METHODS}")
@@ -50,6 +51,13 @@ def ternarize(w, method="absmean", per_channel=False, delta=None):
     if delta is not None and method != "threshold":
         raise ValueError(f"ternarize: delta only applies to method='threshold', not {method!r}")
     w = w.detach().float()
+    # A NaN or Inf scale (or NaN trits cast to int8) would pack garbage
+    # without a word: refuse, and say where the first bad value is.
+    finite = torch.isfinite(w)
+    if not bool(finite.all()):
+        i = int((~finite).reshape(-1).nonzero()[0, 0])
+        raise ValueError(f"ternarize: weight has NaN or Inf values (first at index {i} of the "
+                         f"flattened weight: {w.reshape(-1)[i].item()})")
     shape = (-1,) + (1,) * (w.dim() - 1) if per_channel else ()
 
     def bcast(s):

@@ -44,27 +44,53 @@ def linear_engine(name):
 
 # Autograd of the op itself (the straight-through estimator for direct
 # callers): the input gradient uses the quantized weight trits * scale, the
-# bias gradient is the sum over tokens; the packed weight is integer data
-# (no gradient) and the scale is treated as a constant. TFMBSLinear adds the
-# latent fp weight's straight-through gradient on top (torch_tfmbs.nn).
+# bias gradient is the sum over tokens, the scale's is exact (below); the
+# packed weight is integer data (no gradient). TFMBSLinear adds the latent
+# fp weight's straight-through gradient on top (torch_tfmbs.nn), through
+# the same helper.
+def linear_grads(grad_y, x_shape, x_dtype, x, packed, scale, out_features, in_features, packing,
+                 act_mode, need_x, need_scale, need_bias):
+    """(grad_x, grad_scale, grad_bias) of ternary_linear, None where not needed.
+
+    y[t, r] = acc[t, r] * token_factor[t] * scale[r] (+ bias[r]), so
+    dy/dscale[r] is the op's own output with scale 1 and no bias: computed
+    by rerunning the op rather than dividing y by scale (undefined at 0).
+    `x` is only read for the scale's gradient."""
+    from .nn import dequantize
+    g = grad_y.reshape(-1, out_features).float()
+    grad_x = grad_scale = grad_b = None
+    if need_x:
+        wq = dequantize(packed, scale.detach(), out_features, in_features, packing)
+        grad_x = (g @ wq).reshape(x_shape).to(x_dtype)
+    if need_scale:
+        # float32 input: same accumulators (the op computes in float32
+        # anyway) without rounding dy/dscale to a bf16/fp16 output.
+        ones = torch.ones_like(scale.detach())
+        unit = torch.ops.tfmbs.ternary_linear(x.detach().float(), packed, ones, None, out_features,
+                                              in_features, packing, act_mode)
+        gu = g * unit.reshape(-1, out_features)
+        total = gu.sum(0) if scale.numel() > 1 else gu.sum()
+        grad_scale = total.reshape(scale.shape).to(device=scale.device, dtype=scale.dtype)
+    if need_bias:
+        grad_b = g.sum(0)
+    return grad_x, grad_scale, grad_b
+
+
 def _setup_context(ctx, inputs, output):
-    x, packed, scale, bias, out_features, in_features, packing, _act_mode = inputs
-    ctx.save_for_backward(packed, scale)
-    ctx.meta = (x.shape, x.dtype, out_features, in_features, packing, bias is not None)
+    x, packed, scale, bias, out_features, in_features, packing, act_mode = inputs
+    # x is kept only when the scale's gradient needs it.
+    ctx.save_for_backward(packed, scale, x if scale.requires_grad else None)
+    ctx.meta = (x.shape, x.dtype, out_features, in_features, packing, act_mode, bias is not None)
 
 
 def _backward(ctx, grad_y):
-    from .nn import dequantize
-    packed, scale = ctx.saved_tensors
-    shape, dtype, out_features, in_features, packing, has_bias = ctx.meta
-    g = grad_y.reshape(-1, out_features).float()
-    grad_x = grad_b = None
-    if ctx.needs_input_grad[0]:
-        wq = dequantize(packed, scale, out_features, in_features, packing)
-        grad_x = (g @ wq).reshape(shape).to(dtype)
-    if has_bias and ctx.needs_input_grad[3]:
-        grad_b = g.sum(0)
-    return grad_x, None, None, grad_b, None, None, None, None
+    packed, scale, x = ctx.saved_tensors
+    shape, dtype, out_features, in_features, packing, act_mode, has_bias = ctx.meta
+    grad_x, grad_scale, grad_b = linear_grads(
+        grad_y, shape, dtype, x, packed, scale, out_features, in_features, packing, act_mode,
+        need_x=ctx.needs_input_grad[0], need_scale=ctx.needs_input_grad[2],
+        need_bias=has_bias and ctx.needs_input_grad[3])
+    return grad_x, None, grad_scale, grad_b, None, None, None, None
 
 
 torch.library.register_autograd("tfmbs::ternary_linear", _backward, setup_context=_setup_context)

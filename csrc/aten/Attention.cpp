@@ -14,13 +14,24 @@
 namespace tfmbs {
 namespace {
 
+// A CPU view that requires grad when `t` does: CPU's choice depends on it
+// (a fused kernel gives no gradient for the mask, and CPU picks the math
+// path for training with a mask).
+at::Tensor choice_view(const at::Tensor& t) {
+  at::Tensor alias = cpu_alias(t);
+  if (t.requires_grad()) alias.requires_grad_(true);
+  return alias;
+}
+
 int64_t choose_sdp_backend(const at::Tensor& query, const at::Tensor& key, const at::Tensor& value,
                            const std::optional<at::Tensor>& attn_mask, double dropout_p,
                            bool is_causal, std::optional<double> scale, bool enable_gqa) {
   // Ask CPU what it would run; take its fused kernel over, keep its math.
-  int64_t cpu_choice = at::_fused_sdp_choice(cpu_alias(query), cpu_alias(key), cpu_alias(value),
-                                             cpu_alias_optional(attn_mask), dropout_p, is_causal,
-                                             scale, enable_gqa);
+  std::optional<at::Tensor> mask;
+  if (attn_mask && attn_mask->defined()) mask = choice_view(*attn_mask);
+  int64_t cpu_choice = at::_fused_sdp_choice(choice_view(query), choice_view(key),
+                                             choice_view(value), mask, dropout_p, is_causal, scale,
+                                             enable_gqa);
   bool fused = cpu_choice == static_cast<int64_t>(sdp::SDPBackend::flash_attention);
   return static_cast<int64_t>(fused && !enable_gqa ? sdp::SDPBackend::overrideable
                                                    : sdp::SDPBackend::math);

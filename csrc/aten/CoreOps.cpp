@@ -15,6 +15,7 @@
 
 #include "aten/CoreOps.h"
 #include "aten/CpuAlias.h"
+#include "aten/SharedStorages.h"
 #include "device/TfmbsAllocator.h"
 #include "device/TfmbsDevices.h"
 
@@ -67,6 +68,7 @@ at::Tensor& set_source_storage(at::Tensor& self, c10::Storage source, c10::SymIn
                                c10::SymIntArrayRef size, c10::SymIntArrayRef stride) {
   TORCH_CHECK(source.device().type() == kTfmbs,
               "tfmbs: set_ expects a tfmbs storage, got a ", source.device(), " storage");
+  mark_shared_by_set(source);
   return at::native::set_storage_cpu_(self, std::move(source), offset.expect_int(),
                                       C10_AS_INTARRAYREF_SLOW(size),
                                       C10_AS_INTARRAYREF_SLOW(stride));
@@ -78,6 +80,7 @@ at::Tensor& set_storage(at::Tensor& self, c10::Storage source) {
 }
 
 at::Tensor& set_tensor(at::Tensor& self, const at::Tensor& source) {
+  mark_shared_by_set(source.storage());
   return at::native::set_tensor_(self, source);
 }
 
@@ -91,10 +94,10 @@ at::Tensor& set_empty(at::Tensor& self) {
 // `self`). Both sides are host memory, so PyTorch's CPU copy does the work:
 // broadcasting, dtype conversion and strides included.
 at::Tensor copy_from(const at::Tensor& self, const at::Tensor& dst, bool /*non_blocking*/) {
-  auto alias = [](const at::Tensor& t) {
-    return t.device().type() == kTfmbs ? cpu_alias(t) : t;
-  };
-  alias(dst).copy_(alias(self));
+  CpuAliases aliases;  // one CPU storage per device storage: overlaps raise as on CPU
+  auto alias = [&](const at::Tensor& t) { return t.device().type() == kTfmbs ? aliases(t) : t; };
+  at::Tensor cpu_dst = alias(dst);
+  cpu_dst.copy_(alias(self));
   auto bytes = static_cast<uint64_t>(dst.numel() * dst.element_size());
   bool from_device = self.device().type() == kTfmbs;
   bool to_device = dst.device().type() == kTfmbs;

@@ -1,11 +1,15 @@
 #include "aten/CpuAlias.h"
 
+#include <ATen/EmptyTensor.h>
 #include <ATen/ops/empty_strided.h>
 #include <c10/core/CPUAllocator.h>
 #include <c10/core/TensorImpl.h>
 
+#include <cstring>
+
 #include "device/PoolCapture.h"
 #include "device/TfmbsAllocator.h"
+#include "device/TfmbsDevices.h"
 
 namespace tfmbs {
 namespace {
@@ -19,20 +23,59 @@ at::Tensor make_tensor(c10::Storage storage, c10::DispatchKey key, caffe2::TypeM
   return tensor;
 }
 
-}  // namespace
-
-at::Tensor cpu_alias(const at::Tensor& device_tensor) {
-  const c10::Storage& storage = device_tensor.storage();
-  // Non-owning: the device tensor keeps the memory alive for the alias's use.
-  c10::Storage alias_storage(c10::Storage::use_byte_size_t(), storage.nbytes(),
-                             c10::DataPtr(storage.mutable_data(), c10::Device(c10::kCPU)),
-                             c10::GetCPUAllocator(), /*resizable=*/true);
-  at::Tensor alias = make_tensor(std::move(alias_storage), c10::DispatchKey::CPU,
-                                 device_tensor.dtype(), device_tensor);
+at::Tensor alias_over(c10::Storage storage, const at::Tensor& device_tensor) {
+  at::Tensor alias = make_tensor(std::move(storage), c10::DispatchKey::CPU, device_tensor.dtype(),
+                                 device_tensor);
   // A lazily conjugated or negated view reads as such on CPU too.
   if (device_tensor.is_conj()) alias._set_conj(true);
   if (device_tensor.is_neg()) alias._set_neg(true);
   return alias;
+}
+
+// Non-owning: the device tensor keeps the memory alive for the alias's use.
+c10::Storage cpu_storage_over(const c10::Storage& storage) {
+  return c10::Storage(c10::Storage::use_byte_size_t(), storage.nbytes(),
+                      c10::DataPtr(storage.mutable_data(), c10::Device(c10::kCPU)),
+                      c10::GetCPUAllocator(), /*resizable=*/true);
+}
+
+}  // namespace
+
+void check_allocated(const at::Tensor& tensor) {
+  check_not_forked();
+  if (tensor.numel() == 0) return;
+  const c10::Storage& storage = tensor.storage();
+  const size_t need = at::detail::computeStorageNbytes(tensor.sizes(), tensor.strides(),
+                                                       tensor.itemsize(), tensor.storage_offset());
+  TORCH_CHECK(storage.data() != nullptr && storage.nbytes() >= need,
+              "The tensor has a non-zero number of elements, but its data is not allocated yet "
+              "(tfmbs: a tensor of shape ", tensor.sizes(), " needs ", need,
+              " bytes of its storage, which holds ", storage.nbytes(),
+              "; was the storage freed or resized?)");
+}
+
+at::Tensor CpuAliases::operator()(const at::Tensor& device_tensor) {
+  check_allocated(device_tensor);
+  const c10::TensorImpl* tensor = device_tensor.unsafeGetTensorImpl();
+  for (const auto& [device, alias] : tensors_) {
+    if (device == tensor) return alias;
+  }
+  const c10::StorageImpl* impl = device_tensor.storage().unsafeGetStorageImpl();
+  const c10::Storage* storage = nullptr;
+  for (const auto& [device_storage, cpu_storage] : storages_) {
+    if (device_storage == impl) storage = &cpu_storage;
+  }
+  if (!storage) {
+    storages_.emplace_back(impl, cpu_storage_over(device_tensor.storage()));
+    storage = &storages_.back().second;
+  }
+  tensors_.emplace_back(tensor, alias_over(*storage, device_tensor));
+  return tensors_.back().second;
+}
+
+at::Tensor cpu_alias(const at::Tensor& device_tensor) {
+  check_allocated(device_tensor);
+  return alias_over(cpu_storage_over(device_tensor.storage()), device_tensor);
 }
 
 at::Tensor device_view(const c10::Storage& storage, const at::Tensor& geometry,
@@ -68,14 +111,24 @@ void sync_back(const at::Tensor& original, const at::Tensor& alias) {
   c10::StorageImpl* device_storage = original.storage().unsafeGetStorageImpl();
   if (alias_storage->data() != device_storage->data() ||
       alias_storage->nbytes() != device_storage->nbytes()) {
-    // The kernel resized its output: move the new bytes into device memory.
-    c10::Device device = original.device();
-    c10::DataPtr fresh = allocate_in_pool(device.index(), alias_storage->nbytes(), device);
-    if (alias_storage->nbytes() > 0) {
-      std::memcpy(fresh.get(), alias_storage->data(), alias_storage->nbytes());
+    // The kernel resized its output: its new bytes become the device
+    // storage's, taken over when they already are a block of the device's
+    // pool (PoolCapture), else copied into one.
+    const c10::Device device = original.device();
+    const size_t nbytes = alias_storage->nbytes();
+    void* bytes = alias_storage->mutable_data();
+    c10::DataPtr fresh;
+    if (is_pool_block(alias_storage->data_ptr()) && device_of_pointer(bytes) == device.index()) {
+      fresh = alias_storage->set_data_ptr(c10::DataPtr(bytes, c10::Device(c10::kCPU)));
+      fresh.unsafe_set_device(device);
+    } else {
+      fresh = allocate_in_pool(device.index(), nbytes, device);
+      if (nbytes > 0) std::memcpy(fresh.get(), bytes, nbytes);
+      // Other aliases of this storage now see the device's new bytes.
+      alias_storage->set_data_ptr_noswap(c10::DataPtr(fresh.get(), c10::Device(c10::kCPU)));
     }
     device_storage->set_data_ptr_noswap(std::move(fresh));
-    device_storage->set_nbytes(alias_storage->nbytes());
+    device_storage->set_nbytes(nbytes);
   }
   auto* impl = original.unsafeGetTensorImpl();
   if (original.sizes() != alias.sizes() || original.strides() != alias.strides() ||

@@ -4,12 +4,35 @@
 
 #include <ATen/core/Tensor.h>
 
+#include <utility>
+#include <vector>
+
 namespace tfmbs {
 
-// A CPU tensor over the same bytes as `device_tensor` (same sizes, strides
-// and storage offset; its storage covers the whole device storage and does
-// not own it). Resizing it allocates new memory rather than touching the
-// device storage: adopt_resized() carries such a change back.
+// Throws CPU's "data is not allocated yet" error when `tensor`'s elements
+// are not all inside its storage (a storage freed with resize_(0), or
+// shrunk, as FSDP-style offloading does). Every kernel that reads or writes
+// a device tensor's memory goes through this (cpu_alias checks it).
+void check_allocated(const at::Tensor& tensor);
+
+// CPU views of the device tensors of one op call. Views of one device
+// storage share one CPU storage, and one device tensor passed twice gets one
+// CPU tensor, so PyTorch's overlap and same-tensor checks (which compare
+// storages and tensors) see exactly what they would see on CPU. A view's storage covers
+// the whole device storage and does not own it; resizing it allocates new
+// memory rather than touching the device storage: sync_back() carries such
+// a change back.
+class CpuAliases {
+ public:
+  at::Tensor operator()(const at::Tensor& device_tensor);
+
+ private:
+  std::vector<std::pair<const c10::StorageImpl*, c10::Storage>> storages_;
+  std::vector<std::pair<const c10::TensorImpl*, at::Tensor>> tensors_;
+};
+
+// A CPU view of one device tensor (for a kernel with one device operand, or
+// whose operands are only read).
 at::Tensor cpu_alias(const at::Tensor& device_tensor);
 
 // A tfmbs tensor over `storage` (a device storage) with the given geometry.
@@ -29,7 +52,7 @@ std::optional<at::Tensor> cpu_alias_optional(const std::optional<at::Tensor>& te
 // to the device otherwise.
 at::Tensor adopt_or_copy(const at::Tensor& cpu_result, c10::DeviceIndex device);
 
-// After a CPU kernel ran on `alias` (= cpu_alias(original)), makes
+// After a CPU kernel ran on `alias` (a CPU view of `original`), makes
 // `original` show what the kernel did to it: a resize or re-point of the
 // alias's storage, and changed sizes/strides/offset.
 void sync_back(const at::Tensor& original, const at::Tensor& alias);

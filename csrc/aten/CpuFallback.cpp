@@ -1,6 +1,7 @@
 #include "aten/CpuFallback.h"
 
 #include <ATen/CPUGeneratorImpl.h>
+#include <ATen/Context.h>
 #include <ATen/core/dispatch/Dispatcher.h>
 #include <c10/core/DeviceGuard.h>
 #include <torch/library.h>
@@ -22,6 +23,8 @@ namespace {
 constexpr auto kTfmbs = c10::DeviceType::PrivateUse1;
 
 std::atomic<FallbackMode> g_mode{FallbackMode::Warn};
+// Set while the configured mode is invalid: each fallback call raises it.
+std::atomic<std::string*> g_mode_error{nullptr};
 
 struct OpCount {
   std::string name;
@@ -39,6 +42,7 @@ std::string op_name(const c10::OperatorHandle& op) {
 }
 
 void count_call(const c10::OperatorHandle& op) {
+  if (const std::string* error = g_mode_error.load()) TORCH_CHECK_VALUE(false, *error);
   FallbackMode mode = g_mode.load(std::memory_order_relaxed);
   bool warn = false;
   std::string name;
@@ -71,6 +75,7 @@ struct GeneratorSwap {
 
 struct Prepared {
   c10::DeviceIndex device = -1;
+  CpuAliases cpu_aliases;
   std::vector<std::pair<at::Tensor, at::Tensor>> aliases;  // (original, alias)
   std::vector<GeneratorSwap> generators;
   bool cpu_tensor = false;  // a non-scalar CPU tensor among the arguments
@@ -94,14 +99,33 @@ void check_same_device(const at::Tensor& t, Prepared& prepared, bool allow_cpu) 
 at::Tensor alias_if_device(const at::Tensor& t, Prepared& prepared, bool allow_cpu = false) {
   check_same_device(t, prepared, allow_cpu);
   if (!t.defined() || t.device().type() != kTfmbs) return t;
-  at::Tensor alias = cpu_alias(t);
-  prepared.aliases.emplace_back(t, alias);
+  at::Tensor alias = prepared.cpu_aliases(t);
+  bool seen = false;
+  for (const auto& [original, known] : prepared.aliases) seen = seen || known.is_same(alias);
+  if (!seen) prepared.aliases.emplace_back(t, alias);
   return alias;
 }
 
+GeneratorSwap swap_for_cpu(at::Generator device_generator) {
+  at::Generator cpu_generator = at::make_generator<at::CPUGeneratorImpl>();
+  std::lock_guard<std::mutex> lock(device_generator.mutex());
+  cpu_generator.set_state(device_generator.get_state());
+  return {std::move(device_generator), std::move(cpu_generator)};
+}
+
+bool is_generator_argument(const c10::Argument& argument) {
+  const auto& type = argument.type();
+  const auto optional = type->cast<c10::OptionalType>();
+  return (optional ? optional->getElementType() : type)->kind() == c10::TypeKind::GeneratorType;
+}
+
 // Replaces the tfmbs tensors, devices and generators among the arguments
-// with CPU equivalents that share their memory / state.
-void prepare_arguments(torch::jit::Stack& stack, size_t first, Prepared& prepared) {
+// with CPU equivalents that share their memory / state. A random op given
+// no generator draws from its tfmbs device's default generator, as a CUDA
+// op draws from its device's, never from CPU's.
+void prepare_arguments(const c10::FunctionSchema& schema, torch::jit::Stack& stack, size_t first,
+                       Prepared& prepared) {
+  std::vector<size_t> default_generators;
   for (size_t i = first; i < stack.size(); ++i) {
     c10::IValue& value = stack[i];
     if (value.isTensor()) {
@@ -120,16 +144,17 @@ void prepare_arguments(torch::jit::Stack& stack, size_t first, Prepared& prepare
       value = c10::IValue(c10::Device(c10::kCPU));
     } else if (value.isGenerator() && value.toGenerator().defined() &&
                value.toGenerator().device().type() == kTfmbs) {
-      at::Generator device_generator = value.toGenerator();
-      at::Generator cpu_generator = at::make_generator<at::CPUGeneratorImpl>();
-      {
-        std::lock_guard<std::mutex> lock(device_generator.mutex());
-        cpu_generator.set_state(device_generator.get_state());
-      }
-      prepared.generators.push_back({device_generator, cpu_generator});
-      value = c10::IValue(cpu_generator);
+      prepared.generators.push_back(swap_for_cpu(value.toGenerator()));
+      value = c10::IValue(prepared.generators.back().cpu_generator);
+    } else if (value.isNone() && is_generator_argument(schema.arguments()[i - first])) {
+      default_generators.push_back(i);
     }
   }
+  if (default_generators.empty()) return;
+  c10::DeviceIndex device = prepared.device < 0 ? current_device() : prepared.device;
+  prepared.generators.push_back(swap_for_cpu(
+      at::globalContext().defaultGenerator(c10::Device(kTfmbs, device))));
+  for (size_t i : default_generators) stack[i] = c10::IValue(prepared.generators.back().cpu_generator);
 }
 
 // Brings a CPU result back to the device: a view of a device input stays a
@@ -160,7 +185,7 @@ void tfmbs_cpu_fallback(const c10::OperatorHandle& op, torch::jit::Stack* stack)
   const size_t num_arguments = op.schema().arguments().size();
   const size_t first = stack->size() - num_arguments;
   Prepared prepared;
-  prepare_arguments(*stack, first, prepared);
+  prepare_arguments(op.schema(), *stack, first, prepared);
   TORCH_CHECK(!prepared.cpu_tensor || prepared.device < 0,
               "Expected all tensors to be on the same device, but found at least two devices, "
               "tfmbs:", static_cast<int>(prepared.device), " and cpu! (", op_name(op), ")");
@@ -255,7 +280,19 @@ FallbackMode parse_fallback_mode(const std::string& text, const std::string& sou
   TORCH_CHECK_VALUE(false, source, "='", text, "' is not a fallback mode: use allow, warn or error");
 }
 
-void set_fallback_mode(FallbackMode mode) { g_mode = mode; }
+void set_fallback_mode(FallbackMode mode) {
+  g_mode = mode;
+  g_mode_error = nullptr;  // leaked: a reader may still hold it
+}
+
+void set_fallback_mode_from_env(const std::string& text, const std::string& source) {
+  try {
+    set_fallback_mode(parse_fallback_mode(text, source));
+  } catch (const c10::ValueError& e) {
+    g_mode_error = new std::string(e.what_without_backtrace());
+    throw;
+  }
+}
 FallbackMode fallback_mode() { return g_mode; }
 
 std::map<std::string, int64_t> fallback_stats() {

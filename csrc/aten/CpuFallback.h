@@ -15,6 +15,9 @@ enum class FallbackMode { Allow, Warn, Error };
 // Parses "allow" | "warn" | "error" (throws a ValueError naming `source`).
 FallbackMode parse_fallback_mode(const std::string& text, const std::string& source);
 void set_fallback_mode(FallbackMode mode);
+// Sets the mode from `source` (an environment variable). A bad value throws
+// here and again at every fallback call until a valid mode is set.
+void set_fallback_mode_from_env(const std::string& text, const std::string& source);
 FallbackMode fallback_mode();
 
 // Once, at initialisation: ops that would run a composite decomposition on

@@ -38,6 +38,7 @@
 #include <ATen/Parallel.h>
 #include <c10/core/SymIntArrayRef.h>
 #include <c10/util/intrusive_ptr.h>
+#include <c10/util/safe_numerics.h>
 #include <torch/library.h>
 
 #include <atomic>
@@ -57,6 +58,7 @@
 #endif
 
 #include "aten/CpuAlias.h"
+#include "aten/SharedStorages.h"
 #include "device/OpLog.h"
 #include "device/TfmbsDevices.h"
 #include "fabric/fabric_pool.h"
@@ -109,10 +111,12 @@ at::Tensor checked_trits(const at::Tensor& trits, const char* op) {
   at::Tensor t = host(trits);
   TORCH_CHECK_VALUE(!t.is_complex(), op, ": trits must be real, got ", t.scalar_type());
   at::Tensor as_int8 = t.scalar_type() == at::kChar ? t.contiguous() : t.to(at::kChar).contiguous();
-  if (t.scalar_type() != at::kChar && t.numel() > 0) {
-    // A value that does not survive the round trip (0.5, 200, NaN) is not a trit.
-    at::Tensor bad = as_int8.to(t.scalar_type()).ne(t);
-    if (t.is_floating_point()) bad = bad.logical_or(t.isnan());
+  if (t.scalar_type() != at::kChar && t.scalar_type() != at::kBool && t.numel() > 0) {
+    // Out of [-1, 1] (255 as uint8, 200) or not an integer (0.5, NaN).
+    // Compared wide: a uint8 255 must not meet -1 wrapped to 255.
+    const at::Tensor v = t.is_floating_point() ? t : t.to(at::kLong);
+    at::Tensor bad = v.lt(-1).logical_or(v.gt(1));
+    if (t.is_floating_point()) bad = bad.logical_or(t.ne(t.trunc()));
     if (bad.any().item<bool>()) {
       int64_t index = bad.reshape(-1).nonzero()[0][0].item<int64_t>();
       TORCH_CHECK_VALUE(false, op, ": element ", index, " is ", t.reshape(-1)[index].item().toDouble(),
@@ -196,6 +200,23 @@ struct LinearArgs {
   int64_t m = 0, k = 0, n = 0;  // out features, in features, tokens
 };
 
+// The packed weight of an out_features x in_features layer: uint8 with the
+// packing's byte count (without overflow).
+void check_packed_weight(const at::Tensor& packed, int64_t out_features, int64_t in_features,
+                         Packing packing, const char* op) {
+  TORCH_CHECK_VALUE(packed.scalar_type() == at::kByte, op, ": packed_weight must be uint8, got ",
+                    packed.scalar_type());
+  TORCH_CHECK_VALUE(out_features >= 0 && in_features >= 0, op, ": out_features=", out_features,
+                    " and in_features=", in_features, " must be >= 0");
+  int64_t count = 0;
+  TORCH_CHECK_VALUE(!c10::mul_overflows(out_features, in_features, &count), op, ": out_features=",
+                    out_features, " x in_features=", in_features, " overflows a 64-bit count");
+  const int64_t need = static_cast<int64_t>(packed_size(packing, static_cast<size_t>(count)));
+  TORCH_CHECK_VALUE(packed.numel() == need, op, ": a ", packing_name(packing), " weight of ",
+                    out_features, "x", in_features, " has ", need, " bytes, got a packed tensor of ",
+                    packed.numel());
+}
+
 LinearArgs check_linear(const at::Tensor& input, const at::Tensor& packed, const at::Tensor& scale,
                         const std::optional<at::Tensor>& bias, int64_t out_features,
                         int64_t in_features, const std::string& packing, const std::string& act_mode) {
@@ -214,12 +235,7 @@ LinearArgs check_linear(const at::Tensor& input, const at::Tensor& packed, const
   const auto dt = input.scalar_type();
   TORCH_CHECK_VALUE(dt == at::kFloat || dt == at::kBFloat16 || dt == at::kHalf, op,
                     ": input must be float32, bfloat16 or float16, got ", dt);
-  TORCH_CHECK_VALUE(packed.scalar_type() == at::kByte, op, ": packed_weight must be uint8, got ",
-                    packed.scalar_type());
-  const int64_t need = static_cast<int64_t>(
-      packed_size(a.packing, static_cast<size_t>(out_features) * static_cast<size_t>(in_features)));
-  TORCH_CHECK_VALUE(packed.numel() == need, op, ": a ", packing, " weight of ", out_features, "x",
-                    in_features, " has ", need, " bytes, got a packed tensor of ", packed.numel());
+  check_packed_weight(packed, out_features, in_features, a.packing, op);
   TORCH_CHECK_VALUE(scale.is_floating_point(), op, ": scale must be floating point, got ", scale.scalar_type());
   TORCH_CHECK_VALUE(scale.numel() == 1 || (scale.dim() == 1 && scale.numel() == out_features), op,
                     ": scale must hold 1 value or out_features=", out_features, ", got shape ", scale.sizes());
@@ -540,10 +556,18 @@ struct FrameKey {
   }
 };
 
+// How a cached frame is known to still hold the packed tensor's contents.
+// Version: the tensor's version counter, which every in-place write through
+// it or its views bumps. Fingerprint: a hash of the packed bytes, for
+// tensors whose writes no version counter sees (inference tensors, and
+// storages that set_ shares with tensors of other counters).
+enum class Tracking { Version, Fingerprint };
+
 struct CachedFrame {
   explicit CachedFrame(c10::weak_intrusive_ptr<c10::StorageImpl> o) : owner(std::move(o)) {}
-  c10::weak_intrusive_ptr<c10::StorageImpl> owner;
-  uint32_t version = 0;
+  c10::weak_intrusive_ptr<c10::StorageImpl> owner;  // also keeps the key's address unique
+  Tracking tracking = Tracking::Version;
+  uint64_t state = 0;     // the version, or the fingerprint, the frame was built from
   uint64_t last_use = 0;  // for least-recently-used eviction under pool pressure
   const void* data = nullptr;
   c10::DeviceIndex device = 0;
@@ -556,11 +580,38 @@ std::mutex g_cache_mutex;
 auto* g_cache = new std::map<FrameKey, std::shared_ptr<CachedFrame>>;  // leaked, as every singleton
 uint64_t g_tick = 0;  // under g_cache_mutex
 
-uint32_t version_of(const at::Tensor& t) {
-  // Inference tensors have no version counter: they are treated as
-  // immutable once cached (they cannot be changed outside inference mode).
-  if (t.is_inference()) return 0;
-  return t.unsafeGetTensorImpl()->version_counter().current_version();
+// A 64-bit hash of `bytes` (four independent multiply-xor lanes, so it runs
+// near memory bandwidth).
+uint64_t fingerprint(const uint8_t* bytes, size_t n) {
+  constexpr uint64_t kMul = 0x9E3779B97F4A7C15ull;
+  uint64_t h[4] = {n, kMul, ~n, kMul ^ n};
+  size_t i = 0;
+  for (; i + 32 <= n; i += 32) {
+    for (int j = 0; j < 4; ++j) {
+      uint64_t w;
+      std::memcpy(&w, bytes + i + 8 * j, 8);
+      h[j] = (h[j] ^ w) * kMul;
+      h[j] ^= h[j] >> 29;
+    }
+  }
+  uint64_t tail = 0;
+  for (; i < n; ++i) tail = (tail << 8) | bytes[i];
+  uint64_t r = (h[0] * 31 + h[1]) * 31 + h[2];
+  r = ((r * 31 + h[3]) ^ tail) * kMul;
+  return r ^ (r >> 32);
+}
+
+Tracking tracking_of(const at::Tensor& packed) {
+  return packed.is_inference() || is_shared_by_set(packed.storage()) ? Tracking::Fingerprint
+                                                                     : Tracking::Version;
+}
+
+uint64_t state_of(const at::Tensor& packed, Tracking tracking) {
+  if (tracking == Tracking::Version) {
+    return packed.unsafeGetTensorImpl()->version_counter().current_version();
+  }
+  return fingerprint(static_cast<const uint8_t*>(packed.const_data_ptr()),
+                     static_cast<size_t>(packed.nbytes()));
 }
 
 // Drops entries whose packed tensor is gone (their frames leave the pool).
@@ -641,22 +692,74 @@ auto build_in_pool(c10::DeviceIndex dev, Fn fn) -> decltype(fn()) {
   }
 }
 
-// The resident frame of `packed` on its device, built once per version.
-std::shared_ptr<CachedFrame> resident_frame(const at::Tensor& packed, const LinearArgs& a, bool need_lane_major) {
-  TORCH_CHECK_VALUE(packed.is_contiguous(), "tfmbs.ternary_linear: packed_weight must be contiguous");
+// Builds the frame of contiguous `packed` in its device's pool (uncached).
+std::shared_ptr<CachedFrame> build_frame(const at::Tensor& packed, const LinearArgs& a, bool need_lane_major) {
   const c10::DeviceIndex dev = packed.device().index();
+  auto frame = std::make_shared<CachedFrame>(packed.storage().getWeakStorageImpl());
+  frame->data = packed.const_data_ptr();
+  frame->device = dev;
+  std::vector<int8_t> trits = decode_weights(packed, a);
+  const int tiles = static_cast<int>(fabric_config().tiles);
+  frame->fast = build_in_pool(dev, [&] {
+    return std::make_shared<fabric::FastFrame>(
+        fabric::FastFrame::from_trits(trits.data(), a.m, a.k, tiles, &device_pool(dev)));
+  });
+  if (need_lane_major) frame->trits_for_reference = std::move(trits);
+  return frame;
+}
+
+// Gives `frame` the reference engine's lane-major layout (once).
+void attach_lane_major(CachedFrame& frame, const LinearArgs& a) {
+  std::vector<int8_t> trits;
+  {
+    std::lock_guard<std::mutex> lock(g_cache_mutex);
+    if (frame.lane_major) return;
+    trits = std::move(frame.trits_for_reference);
+    frame.trits_for_reference.clear();
+  }
+  if (trits.empty()) trits = frame.fast->to_trits();
+  const int tiles = static_cast<int>(fabric_config().tiles);
+  const c10::DeviceIndex dev = frame.device;
+  auto lane_major = build_in_pool(dev, [&] {
+    return std::make_shared<fabric::LaneMajorFrame>(
+        fabric::LaneMajorFrame::from_trits(trits.data(), a.m, a.k, tiles, &device_pool(dev)));
+  });
+  std::lock_guard<std::mutex> lock(g_cache_mutex);
+  if (!frame.lane_major) frame.lane_major = std::move(lane_major);
+}
+
+// A frame for one call, never cached.
+std::shared_ptr<CachedFrame> resident_frame_uncached(const at::Tensor& packed, const LinearArgs& a,
+                                                     bool need_lane_major) {
+  device_telemetry(packed.device().index()).add_residency_miss();
+  std::shared_ptr<CachedFrame> frame = build_frame(packed, a, need_lane_major);
+  if (need_lane_major) attach_lane_major(*frame, a);
+  return frame;
+}
+
+// The resident frame of `packed` on its device: built once, reused while
+// the packed bytes are known unchanged (see Tracking). A packed tensor that
+// is not contiguous (a strided or expanded view) gets a frame for this call.
+std::shared_ptr<CachedFrame> resident_frame(const at::Tensor& packed, const LinearArgs& a, bool need_lane_major) {
+  check_allocated(packed);
+  if (!packed.is_contiguous()) {
+    return resident_frame_uncached(packed.contiguous(), a, need_lane_major);
+  }
+  const c10::DeviceIndex dev = packed.device().index();
+  auto& telemetry = device_telemetry(dev);
   c10::StorageImpl* storage = packed.storage().unsafeGetStorageImpl();
   const FrameKey key{storage, packed.storage_offset(), a.m, a.k, a.packing};
-  const uint32_t version = version_of(packed);
+  const Tracking tracking = tracking_of(packed);
+  const uint64_t state = state_of(packed, tracking);
   const void* data = packed.const_data_ptr();
-  auto& telemetry = device_telemetry(dev);
   std::shared_ptr<CachedFrame> entry;
   {
     std::lock_guard<std::mutex> lock(g_cache_mutex);
     auto it = g_cache->find(key);
     if (it != g_cache->end()) {
       const auto& e = it->second;
-      if (!e->owner.expired() && e->version == version && e->data == data && e->device == dev) {
+      if (!e->owner.expired() && e->tracking == tracking && e->state == state && e->data == data &&
+          e->device == dev) {
         entry = e;
       } else {
         if (!e->owner.expired()) telemetry.add_eviction();  // the weights changed
@@ -672,17 +775,9 @@ std::shared_ptr<CachedFrame> resident_frame(const at::Tensor& packed, const Line
     telemetry.add_residency_hit();
   } else {
     telemetry.add_residency_miss();
-    auto fresh = std::make_shared<CachedFrame>(packed.storage().getWeakStorageImpl());
-    fresh->version = version;
-    fresh->data = data;
-    fresh->device = dev;
-    std::vector<int8_t> trits = decode_weights(packed, a);
-    const int tiles = static_cast<int>(fabric_config().tiles);
-    fresh->fast = build_in_pool(dev, [&] {
-      return std::make_shared<fabric::FastFrame>(
-          fabric::FastFrame::from_trits(trits.data(), a.m, a.k, tiles, &device_pool(dev)));
-    });
-    if (need_lane_major) fresh->trits_for_reference = std::move(trits);
+    auto fresh = build_frame(packed, a, need_lane_major);
+    fresh->tracking = tracking;
+    fresh->state = state;
     std::lock_guard<std::mutex> lock(g_cache_mutex);
     (*g_cache)[key] = fresh;
     entry = fresh;
@@ -691,26 +786,7 @@ std::shared_ptr<CachedFrame> resident_frame(const at::Tensor& packed, const Line
     std::lock_guard<std::mutex> lock(g_cache_mutex);
     entry->last_use = ++g_tick;
   }
-  if (need_lane_major) {
-    std::vector<int8_t> trits;
-    bool missing;
-    {
-      std::lock_guard<std::mutex> lock(g_cache_mutex);
-      missing = !entry->lane_major;
-      if (missing) trits = std::move(entry->trits_for_reference);
-      entry->trits_for_reference.clear();
-    }
-    if (missing) {
-      if (trits.empty()) trits = entry->fast->to_trits();
-      const int tiles = static_cast<int>(fabric_config().tiles);
-      auto lane_major = build_in_pool(dev, [&] {
-        return std::make_shared<fabric::LaneMajorFrame>(
-            fabric::LaneMajorFrame::from_trits(trits.data(), a.m, a.k, tiles, &device_pool(dev)));
-      });
-      std::lock_guard<std::mutex> lock(g_cache_mutex);
-      if (!entry->lane_major) entry->lane_major = std::move(lane_major);
-    }
-  }
+  if (need_lane_major) attach_lane_major(*entry, a);
   return entry;
 }
 
@@ -804,6 +880,15 @@ at::Tensor ternary_linear_tfmbs(const at::Tensor& input, const at::Tensor& packe
 at::Tensor ternary_linear_meta(const at::Tensor& input, const at::Tensor& packed, const at::Tensor& scale,
                                const std::optional<at::Tensor>& bias, int64_t out_features,
                                int64_t in_features, c10::string_view packing, c10::string_view act_mode) {
+  auto symbolic = [](const at::Tensor& t) {
+    return t.defined() && t.unsafeGetTensorImpl()->has_symbolic_sizes_strides();
+  };
+  if (!symbolic(input) && !symbolic(packed) && !symbolic(scale) && !(bias && symbolic(*bias))) {
+    // Everything the real kernels check, so that tracing fails where eager does.
+    check_linear(input, packed, scale, bias, out_features, in_features, std::string(packing),
+                 std::string(act_mode));
+    return at::empty(output_shape(input, out_features), input.options());
+  }
   parse_packing(std::string(packing));
   parse_act_mode(std::string(act_mode));
   TORCH_CHECK_VALUE(input.dim() >= 1, "tfmbs.ternary_linear: input must have at least 1 dimension");
@@ -825,11 +910,7 @@ void prepare_frame_tfmbs(const at::Tensor& packed, int64_t out_features, int64_t
   a.packing = parse_packing(std::string(packing));
   a.m = out_features;
   a.k = in_features;
-  TORCH_CHECK_VALUE(packed.scalar_type() == at::kByte, "tfmbs.prepare_frame: packed_weight must be uint8");
-  const int64_t need = static_cast<int64_t>(
-      packed_size(a.packing, static_cast<size_t>(out_features) * static_cast<size_t>(in_features)));
-  TORCH_CHECK_VALUE(packed.numel() == need, "tfmbs.prepare_frame: a ", std::string(packing), " weight of ",
-                    out_features, "x", in_features, " has ", need, " bytes, got ", packed.numel());
+  check_packed_weight(packed, out_features, in_features, a.packing, "tfmbs.prepare_frame");
   resident_frame(packed, a, g_engine.load() == Engine::Reference);
 }
 

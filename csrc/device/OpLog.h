@@ -23,9 +23,11 @@ struct OpRecord {
 
 // True while at least one profiler is recording (cheap to test per op).
 bool op_log_enabled();
-void op_log_start();
-// Stops one profiler and returns the rows recorded since the first start.
-std::vector<OpRecord> op_log_stop();
+// Starts a profiler session on the calling thread; returns its handle.
+uint64_t op_log_start();
+// Ends session `session`: the rows the thread that started it recorded
+// between its start and now.
+std::vector<OpRecord> op_log_stop(uint64_t session);
 void op_log_append(OpRecord record);
 
 }  // namespace tfmbs

@@ -98,6 +98,7 @@ REGISTER_ALLOCATOR(c10::DeviceType::PrivateUse1, g_allocator)
 }  // namespace
 
 c10::DataPtr allocate_in_pool(c10::DeviceIndex device, size_t bytes, c10::Device data_device) {
+  check_not_forked();
   auto& pool = device_pool(device);
   void* ptr = nullptr;
   try {

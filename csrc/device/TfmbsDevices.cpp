@@ -2,6 +2,8 @@
 
 #include <c10/util/Exception.h>
 
+#include <pthread.h>
+
 #include <atomic>
 #include <mutex>
 #include <string>
@@ -21,6 +23,15 @@ struct Devices {
 
 std::atomic<Devices*> g_devices{nullptr};
 thread_local c10::DeviceIndex t_current = 0;
+std::atomic<bool> g_bad_fork{false};
+
+void mark_child_after_fork() {
+  Devices* devices = g_devices.load();
+  if (!devices) return;
+  for (const auto* pool : devices->pools) {
+    if (pool->reserved()) g_bad_fork = true;
+  }
+}
 
 void create_devices() {
   fabric::FabricConfig config;
@@ -37,6 +48,7 @@ void create_devices() {
     devices->telemetry.push_back(new fabric::Telemetry(static_cast<int>(config.tiles)));
   }
   g_devices.store(devices);
+  pthread_atfork(nullptr, nullptr, &mark_child_after_fork);
 }
 
 }  // namespace
@@ -59,27 +71,27 @@ c10::DeviceIndex device_count() noexcept {
   return static_cast<c10::DeviceIndex>(g_devices.load()->pools.size());
 }
 
-void check_device_index(c10::DeviceIndex index) {
+void check_device_index(int64_t index) {
   init_devices();
-  auto count = static_cast<c10::DeviceIndex>(g_devices.load()->pools.size());
+  auto count = static_cast<int64_t>(g_devices.load()->pools.size());
   TORCH_CHECK_INDEX(index >= 0 && index < count, "tfmbs: invalid device index ",
-                    static_cast<int>(index), ": there ",
+                    index, ": there ",
                     count == 1 ? "is 1 tfmbs device" : "are " + std::to_string(count) + " tfmbs devices",
-                    " (valid indices 0..", static_cast<int>(count - 1),
+                    " (valid indices 0..", count - 1,
                     "; TFMBS_NUM_FABRICS sets the count)");
 }
 
-c10::DeviceIndex resolve_device(c10::DeviceIndex index) {
-  if (index < 0) return current_device();
+c10::DeviceIndex resolve_device(int64_t index) {
+  if (index == -1) return current_device();
   check_device_index(index);
-  return index;
+  return static_cast<c10::DeviceIndex>(index);
 }
 
 c10::DeviceIndex current_device() { return t_current; }
 
-void set_current_device(c10::DeviceIndex index) {
+void set_current_device(int64_t index) {
   check_device_index(index);
-  t_current = index;
+  t_current = static_cast<c10::DeviceIndex>(index);
 }
 
 fabric::FabricPool& device_pool(c10::DeviceIndex index) {
@@ -104,6 +116,17 @@ fabric::FastEngine& fast_engine() {
     return new fabric::FastEngine(options);  // leaked: used until exit
   }();
   return *engine;
+}
+
+bool in_bad_fork() { return g_bad_fork.load(std::memory_order_relaxed); }
+
+void check_not_forked() {
+  TORCH_CHECK(!in_bad_fork(),
+              "tfmbs: cannot use tfmbs tensors in a forked subprocess (the parent process "
+              "already holds tfmbs memory, which the child only sees as a stale copy). To use "
+              "tfmbs with multiprocessing, you must use the 'spawn' start method; with a "
+              "DataLoader, keep the dataset on the CPU and move each batch to tfmbs in the main "
+              "process (or pass multiprocessing_context='spawn').");
 }
 
 c10::DeviceIndex device_of_pointer(const void* ptr) {

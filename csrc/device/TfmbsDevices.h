@@ -18,11 +18,13 @@ void init_devices();
 
 c10::DeviceIndex device_count() noexcept;
 c10::DeviceIndex current_device();
-void set_current_device(c10::DeviceIndex index);
+// Indices are taken wide (as Python passes them) so that none wraps around
+// into a valid c10::DeviceIndex.
+void set_current_device(int64_t index);
 // Throws an IndexError naming `index` and the valid range.
-void check_device_index(c10::DeviceIndex index);
+void check_device_index(int64_t index);
 // Resolves -1 (the current device) and validates.
-c10::DeviceIndex resolve_device(c10::DeviceIndex index);
+c10::DeviceIndex resolve_device(int64_t index);
 
 fabric::FabricPool& device_pool(c10::DeviceIndex index);
 fabric::Telemetry& device_telemetry(c10::DeviceIndex index);
@@ -31,6 +33,13 @@ const fabric::FabricConfig& fabric_config();
 // The fast engine the devices run fabric ops on (one, shared: the host's
 // cores are shared too), with TFMBS_THREADS threads.
 fabric::FastEngine& fast_engine();
+// True in a child process forked after the parent put data in a pool: the
+// child's pool is a copy-on-write snapshot that the parent never sees, and
+// the engine's threads did not survive the fork.
+bool in_bad_fork();
+// Throws CUDA's error for this case: tfmbs cannot be used after fork.
+void check_not_forked();
+
 // The device whose pool holds `ptr`, or -1.
 c10::DeviceIndex device_of_pointer(const void* ptr);
 

@@ -3,6 +3,7 @@
 #include <ATen/CPUGeneratorImpl.h>
 #include <ATen/core/Generator.h>
 #include <ATen/detail/PrivateUse1HooksInterface.h>
+#include <c10/core/DeviceGuard.h>
 
 #include <mutex>
 #include <vector>
@@ -66,6 +67,8 @@ class TfmbsHooks final : public at::PrivateUse1HooksInterface {
 
   void resizePrivateUse1Bytes(const c10::Storage& storage, size_t new_bytes) const override {
     TORCH_CHECK(storage.resizable(), "tfmbs: trying to resize storage that is not resizable");
+    // The new bytes come from the storage's own device's pool.
+    c10::DeviceGuard guard(storage.device());
     c10::DataPtr fresh = storage.allocator()->allocate(new_bytes);
     size_t keep = std::min(new_bytes, storage.nbytes());
     if (keep > 0) std::memcpy(fresh.get(), storage.data(), keep);

@@ -28,14 +28,17 @@ const char* mode_name(FallbackMode mode) {
   return "?";
 }
 
+// Registers everything first, then reads the configuration: a bad TFMBS_*
+// value raises here (Python turns it into a warning, so that `import torch`
+// still works for CPU-only scripts) and again at every use of the device.
 void init() {
-  init_devices();
-  if (const char* mode = std::getenv("TFMBS_FALLBACK")) {
-    set_fallback_mode(parse_fallback_mode(mode, "TFMBS_FALLBACK"));
-  }
   install_capturing_cpu_allocator();
   register_shallow_copy_override();
   route_composite_ops_to_cpu_kernels();
+  if (const char* mode = std::getenv("TFMBS_FALLBACK")) {
+    set_fallback_mode_from_env(mode, "TFMBS_FALLBACK");
+  }
+  init_devices();
 }
 
 py::dict pool_info(c10::DeviceIndex device) {
@@ -98,26 +101,25 @@ py::dict telemetry_dict(c10::DeviceIndex device) {
 PYBIND11_MODULE(_C, m) {
   using namespace tfmbs;
   m.def("_init", &init);
+  m.def("in_bad_fork", &in_bad_fork);
   m.def("device_count", [] { return static_cast<int>(device_count()); });
   m.def("current_device", [] { return static_cast<int>(current_device()); });
-  m.def("set_device", [](int index) { set_current_device(static_cast<c10::DeviceIndex>(index)); });
-  m.def("check_device", [](int index) { return static_cast<int>(resolve_device(static_cast<c10::DeviceIndex>(index))); });
-  m.def("default_generator", [](int index) {
-    const at::Generator& gen = at::detail::getPrivateUse1Hooks().getDefaultGenerator(
-        resolve_device(static_cast<c10::DeviceIndex>(index)));
+  m.def("set_device", [](int64_t index) { set_current_device(index); });
+  m.def("check_device", [](int64_t index) { return static_cast<int>(resolve_device(index)); });
+  m.def("default_generator", [](int64_t index) {
+    const at::Generator& gen =
+        at::detail::getPrivateUse1Hooks().getDefaultGenerator(resolve_device(index));
     return py::reinterpret_steal<py::object>(THPGenerator_initDefaultGenerator(gen));
   });
-  m.def("pool_info", [](int index) { return pool_info(static_cast<c10::DeviceIndex>(index)); });
+  m.def("pool_info", [](int64_t index) { return pool_info(resolve_device(index)); });
   m.def("fallback_stats", &fallback_stats);
   m.def("reset_fallback_stats", &reset_fallback_stats);
   m.def("set_fallback_mode", [](const std::string& mode) {
     set_fallback_mode(parse_fallback_mode(mode, "fallback mode"));
   });
   m.def("fallback_mode", [] { return std::string(mode_name(fallback_mode())); });
-  m.def("telemetry", [](int index) { return telemetry_dict(static_cast<c10::DeviceIndex>(index)); });
-  m.def("reset_telemetry", [](int index) {
-    device_telemetry(resolve_device(static_cast<c10::DeviceIndex>(index))).reset();
-  });
+  m.def("telemetry", [](int64_t index) { return telemetry_dict(resolve_device(index)); });
+  m.def("reset_telemetry", [](int64_t index) { device_telemetry(resolve_device(index)).reset(); });
   m.def("fabric_config", [] {
     const auto& c = fabric_config();
     py::dict d;
@@ -131,9 +133,9 @@ PYBIND11_MODULE(_C, m) {
     return d;
   });
   m.def("profiler_start", &op_log_start);
-  m.def("profiler_stop", [] {
+  m.def("profiler_stop", [](uint64_t session) {
     py::list rows;
-    for (const OpRecord& r : op_log_stop()) {
+    for (const OpRecord& r : op_log_stop(session)) {
       py::dict row = counters_dict(r.counters);
       row["op"] = r.op;
       row["shapes"] = r.shapes;
