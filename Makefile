@@ -46,8 +46,9 @@ demo: build
 	$(PY) examples/demo.py
 	$(PY) examples/qat_digits.py
 
-test-asan: $(VENV)/.system-deps
+test-asan: build
 	sh tools/test_asan.sh
+	sh tools/test_asan_python.sh
 
 fuzz: $(VENV)/.system-deps
 	sh tools/fuzz.sh
