@@ -20,6 +20,7 @@
 #include <string>
 #include <vector>
 
+#include "fabric/cpu_features.h"
 #include "fabric/fast_engine.h"
 #include "fabric/reference_engine.h"
 #include "fabric/thread_pool.h"
@@ -163,7 +164,7 @@ void parallel_rows(ThreadPool& pool, int threads, int64_t rows, const std::funct
 
 int main(int argc, char** argv) {
   bool quick = false, decode_only = false;
-  EngineIsa isa = best_engine_isa();
+  Isa isa = best_isa();
   int threads = ThreadPool::hardware_threads();
   for (int i = 1; i < argc; ++i) {
     if (!std::strcmp(argv[i], "--quick")) quick = true;
@@ -171,8 +172,8 @@ int main(int argc, char** argv) {
     else if (!std::strcmp(argv[i], "--decode-only")) decode_only = true;
     else if (!std::strcmp(argv[i], "--isa") && i + 1 < argc) {
       const std::string name = argv[++i];
-      isa = name == "scalar" ? EngineIsa::Scalar : name == "avx2" ? EngineIsa::Avx2 : EngineIsa::Avx512;
-      if (name != engine_isa_name(isa) || !engine_isa_supported(isa)) {
+      isa = name == "scalar" ? Isa::Scalar : name == "avx2" ? Isa::Avx2 : Isa::Avx512;
+      if (name != isa_name(isa) || !cpu_supports(isa)) {
         std::fprintf(stderr, "fabric_bench: --isa %s is unknown or not supported by this CPU\n", name.c_str());
         return 2;
       }
@@ -231,7 +232,7 @@ int main(int argc, char** argv) {
 
   std::printf("{\n  \"machine\": {\"threads\": %d, \"isa\": \"%s\", \"read_bandwidth_gbs\": %.2f, \"read_plain_gbs\": %.2f, "
               "\"read_prefetch_gbs\": %.2f, \"memcpy_gbs\": %.2f},\n",
-              threads, engine_isa_name(engine.isa()), read_gbs, bw_bytes / t_read_plain / 1e9,
+              threads, isa_name(engine.isa()), read_gbs, bw_bytes / t_read_plain / 1e9,
               bw_bytes / t_read_prefetch / 1e9, copy_gbs);
   std::printf("  \"note\": \"indicative: a 2-core VM whose other core may be busy\",\n");
   std::printf("  \"frame_load_4096x4096_ms\": %.2f,\n", t_load * 1e3);

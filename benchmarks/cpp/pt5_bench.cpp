@@ -9,11 +9,12 @@
 #include <string>
 #include <vector>
 
+#include "fabric/cpu_features.h"
 #include "fabric/pt5_codec.h"
 #include "fabric/pt5_codec_detail.h"
 
 namespace pt5 = tfmbs::fabric::pt5;
-using pt5::detail::Isa;
+using tfmbs::fabric::Isa;
 
 namespace {
 
@@ -39,11 +40,11 @@ struct Impl {
 
 int main(int argc, char** argv) {
   const bool json = argc > 1 && std::strcmp(argv[1], "--json") == 0;
-  std::vector<Impl> impls = {{"scalar", pt5::detail::encode_scalar, pt5::detail::decode_scalar}};
-  if (pt5::detail::cpu_supports(Isa::Avx2))
-    impls.push_back({"avx2", pt5::detail::encode_avx2, pt5::detail::decode_avx2});
-  if (pt5::detail::cpu_supports(Isa::Avx512))
-    impls.push_back({"avx512", pt5::detail::encode_avx512, pt5::detail::decode_avx512});
+  std::vector<Impl> impls;
+  for (Isa isa : tfmbs::fabric::supported_isas()) {
+    const pt5::detail::Codec c = pt5::detail::codec(isa);
+    impls.push_back({tfmbs::fabric::isa_name(isa), c.encode, c.decode});
+  }
 
   std::mt19937 rng(1);
   std::uniform_int_distribution<int> d(-1, 1);

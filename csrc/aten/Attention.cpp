@@ -8,8 +8,7 @@
 #include <ATen/native/transformers/sdp_utils_cpp.h>
 #include <torch/library.h>
 
-#include "aten/CpuAlias.h"
-#include "device/PoolCapture.h"
+#include "aten/native/Common.h"
 
 namespace tfmbs {
 namespace {
@@ -42,17 +41,13 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, c10::SymInt, c10::Sym
 sdpa_forward(const at::Tensor& query, const at::Tensor& key, const at::Tensor& value,
              const std::optional<at::Tensor>& attn_bias, double dropout_p, bool is_causal,
              bool /*return_debug_mask*/, std::optional<double> scale) {
-  c10::DeviceIndex device = query.device().index();
-  at::Tensor out, logsumexp;
-  {
-    PoolCapture capture(device);
-    std::tie(out, logsumexp) = at::_scaled_dot_product_flash_attention_for_cpu(
-        cpu_alias(query), cpu_alias(key), cpu_alias(value), dropout_p, is_causal,
-        cpu_alias_optional(attn_bias), scale);
-  }
+  auto [out, logsumexp] = run_on_host(query.device().index(), [&] {
+    return at::_scaled_dot_product_flash_attention_for_cpu(cpu_alias(query), cpu_alias(key), cpu_alias(value),
+                                                           dropout_p, is_causal, cpu_alias_optional(attn_bias),
+                                                           scale);
+  });
   at::Tensor empty = at::empty({0}, query.options());
-  return {adopt_or_copy(out, device), adopt_or_copy(logsumexp, device), empty, empty,
-          c10::SymInt(query.size(2)), c10::SymInt(key.size(2)), empty, empty, empty};
+  return {out, logsumexp, empty, empty, c10::SymInt(query.size(2)), c10::SymInt(key.size(2)), empty, empty, empty};
 }
 
 std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> sdpa_backward(
@@ -61,18 +56,13 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> sdpa_backward(
     const at::Tensor& out, const at::Tensor& logsumexp, const at::Tensor&, const at::Tensor&,
     c10::SymInt, c10::SymInt, double dropout_p, bool is_causal, const at::Tensor&,
     const at::Tensor&, std::optional<double> scale) {
-  c10::DeviceIndex device = query.device().index();
-  at::Tensor grad_q, grad_k, grad_v;
-  {
-    PoolCapture capture(device);
-    std::optional<at::Tensor> bias =
-        attn_bias.defined() ? std::optional<at::Tensor>(attn_bias) : std::nullopt;
-    std::tie(grad_q, grad_k, grad_v) = at::_scaled_dot_product_flash_attention_for_cpu_backward(
+  std::optional<at::Tensor> bias = attn_bias.defined() ? std::optional<at::Tensor>(attn_bias) : std::nullopt;
+  auto [grad_q, grad_k, grad_v] = run_on_host(query.device().index(), [&] {
+    return at::_scaled_dot_product_flash_attention_for_cpu_backward(
         cpu_alias(grad_out), cpu_alias(query), cpu_alias(key), cpu_alias(value), cpu_alias(out),
         cpu_alias(logsumexp), dropout_p, is_causal, cpu_alias_optional(bias), scale);
-  }
-  return {adopt_or_copy(grad_q, device), adopt_or_copy(grad_k, device), adopt_or_copy(grad_v, device),
-          at::Tensor()};
+  });
+  return {grad_q, grad_k, grad_v, at::Tensor()};
 }
 
 TORCH_LIBRARY_IMPL(aten, PrivateUse1, m) {

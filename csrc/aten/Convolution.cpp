@@ -5,8 +5,7 @@
 #include <ATen/ATen.h>
 #include <torch/library.h>
 
-#include "aten/CpuAlias.h"
-#include "device/PoolCapture.h"
+#include "aten/native/Common.h"
 
 namespace tfmbs {
 namespace {
@@ -15,33 +14,23 @@ at::Tensor convolution(const at::Tensor& input, const at::Tensor& weight,
                        const std::optional<at::Tensor>& bias, at::IntArrayRef stride,
                        at::IntArrayRef padding, at::IntArrayRef dilation, bool transposed,
                        at::IntArrayRef output_padding, int64_t groups) {
-  c10::DeviceIndex device = input.device().index();
-  at::Tensor out;
-  {
-    PoolCapture capture(device);
-    out = at::convolution(cpu_alias(input), cpu_alias(weight), cpu_alias_optional(bias), stride,
-                          padding, dilation, transposed, output_padding, groups);
-  }
-  return adopt_or_copy(out, device);
+  return run_on_host(input.device().index(), [&] {
+    return at::convolution(cpu_alias(input), cpu_alias(weight), cpu_alias_optional(bias), stride,
+                           padding, dilation, transposed, output_padding, groups);
+  });
 }
 
 std::tuple<at::Tensor, at::Tensor, at::Tensor> convolution_backward(
     const at::Tensor& grad_output, const at::Tensor& input, const at::Tensor& weight,
     at::IntArrayRef stride, at::IntArrayRef padding, at::IntArrayRef dilation, bool transposed,
     at::IntArrayRef output_padding, int64_t groups, std::array<bool, 3> output_mask) {
-  c10::DeviceIndex device = input.device().index();
   // The bias gradient has one entry per output channel.
   int64_t out_channels = transposed ? weight.size(1) * groups : weight.size(0);
-  at::Tensor grad_input, grad_weight, grad_bias;
-  {
-    PoolCapture capture(device);
-    std::tie(grad_input, grad_weight, grad_bias) = at::convolution_backward(
-        cpu_alias(grad_output), cpu_alias(input), cpu_alias(weight),
-        at::OptionalIntArrayRef(at::IntArrayRef(&out_channels, 1)), stride, padding, dilation,
-        transposed, output_padding, groups, output_mask);
-  }
-  return {adopt_or_copy(grad_input, device), adopt_or_copy(grad_weight, device),
-          adopt_or_copy(grad_bias, device)};
+  return run_on_host(input.device().index(), [&] {
+    return at::convolution_backward(cpu_alias(grad_output), cpu_alias(input), cpu_alias(weight),
+                                    at::OptionalIntArrayRef(at::IntArrayRef(&out_channels, 1)), stride,
+                                    padding, dilation, transposed, output_padding, groups, output_mask);
+  });
 }
 
 TORCH_LIBRARY_IMPL(aten, PrivateUse1, m) {

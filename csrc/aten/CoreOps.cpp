@@ -15,14 +15,13 @@
 
 #include "aten/CoreOps.h"
 #include "aten/CpuAlias.h"
+#include "aten/native/Common.h"
 #include "aten/SharedStorages.h"
 #include "device/TfmbsAllocator.h"
 #include "device/TfmbsDevices.h"
 
 namespace tfmbs {
 namespace {
-
-constexpr auto kTfmbs = c10::DeviceType::PrivateUse1;
 
 c10::Device checked_device(std::optional<c10::Device> device, std::optional<bool> pin_memory,
                            std::optional<c10::Layout> layout) {

@@ -7,20 +7,18 @@
 #include <torch/library.h>
 
 #include <atomic>
-#include <chrono>
 #include <mutex>
 #include <unordered_map>
 #include <vector>
 
 #include "aten/CpuAlias.h"
+#include "aten/native/Common.h"
 #include "device/OpLog.h"
 #include "device/PoolCapture.h"
 #include "device/TfmbsDevices.h"
 
 namespace tfmbs {
 namespace {
-
-constexpr auto kTfmbs = c10::DeviceType::PrivateUse1;
 
 std::atomic<FallbackMode> g_mode{FallbackMode::Warn};
 // Set while the configured mode is invalid: each fallback call raises it.
@@ -192,27 +190,23 @@ void tfmbs_cpu_fallback(const c10::OperatorHandle& op, torch::jit::Stack* stack)
   c10::DeviceIndex device = prepared.device < 0 ? current_device() : prepared.device;
   prepared.device = device;
   device_telemetry(device).add_fallback_op();
-  const bool profiling = op_log_enabled();
-  std::string shapes = profiling ? describe_shapes(prepared) : std::string();
-  auto start = std::chrono::steady_clock::now();
   {
-    c10::DeviceGuard guard(c10::Device(kTfmbs, device));
-    PoolCapture capture(device);
-    op.callBoxed(stack);
-  }
-  if (profiling) {
-    OpRecord record;
-    record.op = op_name(op);
-    record.shapes = std::move(shapes);
-    record.engine = "host";
-    record.device = device;
-    for (const auto& [original, alias] : prepared.aliases) {
-      record.bytes += static_cast<uint64_t>(original.numel() * original.element_size());
+    OpLogScope log;  // the row covers the kernel call
+    std::string shapes = log.enabled() ? describe_shapes(prepared) : std::string();
+    {
+      c10::DeviceGuard guard(c10::Device(kTfmbs, device));
+      PoolCapture capture(device);
+      op.callBoxed(stack);
     }
-    record.wall_ns = static_cast<uint64_t>(std::chrono::duration_cast<std::chrono::nanoseconds>(
-                                               std::chrono::steady_clock::now() - start)
-                                               .count());
-    op_log_append(std::move(record));
+    if (log.enabled()) {
+      log.record.op = op_name(op);
+      log.record.shapes = std::move(shapes);
+      log.record.engine = "host";
+      log.record.device = device;
+      for (const auto& [original, alias] : prepared.aliases) {
+        log.record.bytes += static_cast<uint64_t>(original.numel() * original.element_size());
+      }
+    }
   }
   for (auto& swap : prepared.generators) {
     std::lock_guard<std::mutex> lock(swap.device_generator.mutex());

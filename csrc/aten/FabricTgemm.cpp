@@ -4,22 +4,12 @@
 #include <ATen/ATen.h>
 #include <torch/library.h>
 
-#include <chrono>
-
-#include "aten/CpuAlias.h"
-#include "device/OpLog.h"
+#include "aten/native/Common.h"
 #include "device/TfmbsDevices.h"
-#include "fabric/fast_frame.h"
-#include "fabric/reference_engine.h"
+#include "fabric/tgemm.h"
 
 namespace tfmbs {
 namespace {
-
-constexpr auto kTfmbs = c10::DeviceType::PrivateUse1;
-
-at::Tensor host_view(const at::Tensor& t) {
-  return t.device().type() == kTfmbs ? cpu_alias(t) : t;
-}
 
 at::Tensor fabric_tgemm(const at::Tensor& weight, const at::Tensor& input,
                         c10::string_view activations, c10::string_view engine) {
@@ -45,51 +35,37 @@ at::Tensor fabric_tgemm(const at::Tensor& weight, const at::Tensor& input,
 
   const int64_t rows = weight.size(0), cols = weight.size(1), batch = input.size(0);
   const int tiles = static_cast<int>(fabric_config().tiles);
-  at::Tensor w = host_view(weight).contiguous();
-  at::Tensor x = host_view(input).contiguous();
+  at::Tensor w = host(weight).contiguous();
+  at::Tensor x = host(input).contiguous();
   at::Tensor out = at::empty({batch, rows}, input.options().dtype(fp32 ? at::kFloat : at::kInt));
   at::Tensor y = cpu_alias(out);
   const auto* trits = w.const_data_ptr<int8_t>();
-  auto start = std::chrono::steady_clock::now();
+  const auto kind = fp32 ? fabric::ActivationKind::Fp32
+                    : activations == "int8" ? fabric::ActivationKind::Int8
+                                            : fabric::ActivationKind::Ternary;
+  OpLogScope log;
   fabric::OpCounters counters;
   try {
     if (engine == "reference") {
       auto frame = fabric::LaneMajorFrame::from_trits(trits, rows, cols, tiles);
-      counters = fp32 ? fabric::reference::tgemm_fp32(frame, x.const_data_ptr<float>(), batch,
-                                                      y.mutable_data_ptr<float>())
-                 : activations == "int8"
-                     ? fabric::reference::tgemm_int8(frame, x.const_data_ptr<int8_t>(), batch,
-                                                     y.mutable_data_ptr<int32_t>())
-                     : fabric::reference::tgemm_ternary(frame, x.const_data_ptr<int8_t>(), batch,
-                                                        y.mutable_data_ptr<int32_t>());
+      counters = fabric::run_tgemm(nullptr, nullptr, &frame, kind, x.const_data_ptr(), batch, y.mutable_data_ptr());
     } else {
       auto frame = fabric::FastFrame::from_trits(trits, rows, cols, tiles);
-      auto& fast = fast_engine();
-      counters = fp32 ? fast.tgemm_fp32(frame, x.const_data_ptr<float>(), batch,
-                                        y.mutable_data_ptr<float>())
-                 : activations == "int8"
-                     ? fast.tgemm_int8(frame, x.const_data_ptr<int8_t>(), batch,
-                                       y.mutable_data_ptr<int32_t>())
-                     : fast.tgemm_ternary(frame, x.const_data_ptr<int8_t>(), batch,
-                                          y.mutable_data_ptr<int32_t>());
+      counters = fabric::run_tgemm(&fast_engine(), &frame, nullptr, kind, x.const_data_ptr(), batch,
+                                   y.mutable_data_ptr());
     }
   } catch (const std::exception& e) {
     TORCH_CHECK_VALUE(false, "fabric_tgemm: ", e.what());
   }
   c10::DeviceIndex device = input.device().index();
   device_telemetry(device).record(counters);
-  if (op_log_enabled()) {
-    OpRecord record;
-    record.op = "tfmbs::fabric_tgemm";
-    record.shapes = c10::str(input.sizes(), ", ", weight.sizes());
-    record.engine = engine == "fast" ? "fabric-fast" : "fabric-reference";
-    record.device = device;
-    record.counters = counters;
-    record.bytes = static_cast<uint64_t>(x.nbytes() + y.nbytes() + w.nbytes());
-    record.wall_ns = static_cast<uint64_t>(std::chrono::duration_cast<std::chrono::nanoseconds>(
-                                               std::chrono::steady_clock::now() - start)
-                                               .count());
-    op_log_append(std::move(record));
+  if (log.enabled()) {
+    log.record.op = "tfmbs::fabric_tgemm";
+    log.record.shapes = c10::str(input.sizes(), ", ", weight.sizes());
+    log.record.engine = engine == "fast" ? "fabric-fast" : "fabric-reference";
+    log.record.device = device;
+    log.record.counters = counters;
+    log.record.bytes = static_cast<uint64_t>(x.nbytes() + y.nbytes() + w.nbytes());
   }
   return out;
 }

@@ -19,6 +19,7 @@ struct Devices {
   fabric::FabricConfig config;
   std::vector<fabric::FabricPool*> pools;
   std::vector<fabric::Telemetry*> telemetry;
+  std::vector<fabric::FrameResidency*> residency;
 };
 
 std::atomic<Devices*> g_devices{nullptr};
@@ -46,6 +47,7 @@ void create_devices() {
     devices->pools.push_back(
         new fabric::FabricPool("tfmbs:" + std::to_string(i), config.pool_bytes));
     devices->telemetry.push_back(new fabric::Telemetry(static_cast<int>(config.tiles)));
+    devices->residency.push_back(new fabric::FrameResidency(*devices->pools.back(), *devices->telemetry.back()));
   }
   g_devices.store(devices);
   pthread_atfork(nullptr, nullptr, &mark_child_after_fork);
@@ -102,6 +104,11 @@ fabric::FabricPool& device_pool(c10::DeviceIndex index) {
 fabric::Telemetry& device_telemetry(c10::DeviceIndex index) {
   check_device_index(index);
   return *g_devices.load()->telemetry[index];
+}
+
+fabric::FrameResidency& device_residency(c10::DeviceIndex index) {
+  check_device_index(index);
+  return *g_devices.load()->residency[index];
 }
 
 const fabric::FabricConfig& fabric_config() {

@@ -8,6 +8,7 @@
 #include "fabric/fabric_config.h"
 #include "fabric/fabric_pool.h"
 #include "fabric/fast_engine.h"
+#include "fabric/frame_residency.h"
 #include "fabric/telemetry.h"
 
 namespace tfmbs {
@@ -28,6 +29,8 @@ c10::DeviceIndex resolve_device(int64_t index);
 
 fabric::FabricPool& device_pool(c10::DeviceIndex index);
 fabric::Telemetry& device_telemetry(c10::DeviceIndex index);
+// Which frames of the device's pool are resident (counted in its telemetry).
+fabric::FrameResidency& device_residency(c10::DeviceIndex index);
 // The fabric model every device follows (tiles, clock, engine threads...).
 const fabric::FabricConfig& fabric_config();
 // The fast engine the devices run fabric ops on (one, shared: the host's

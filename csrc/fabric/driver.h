@@ -1,8 +1,18 @@
-// The driver seam: everything the layers above (device, ATen, Python) need
-// from a fabric instance, as an abstract interface. The software emulator
-// (emulator_driver.h) implements it on the reference or the fast engine; a
-// driver for real hardware would implement the same calls with DMA, the
-// TFD registers and the counter registers, and nothing above would change.
+// The driver seam: the fabric as the spec describes it to software - frames
+// in fabric memory named by their fabric-local base address, TFDs
+// submitted to an in-order queue, counter registers - as an abstract
+// interface. The software emulator (emulator_driver.h) implements it on the
+// reference or the fast engine; a driver for real hardware would implement
+// the same calls with DMA, the TFD registers and the counter registers.
+//
+// What uses it today: the emulator's own tests, which hold the emulator to
+// the spec's TFD semantics (validation, residency, asynchronous order). The
+// torch layers do not go through it: the device's ternary op runs the
+// engines synchronously on its calling thread (a queue hop per call would
+// cost more than a small GEMV) over frames kept by the same residency
+// policy the emulator uses (frame_residency.h) and the same kernel dispatch
+// (tgemm.h). Putting real hardware under the device means routing that op
+// through this interface.
 //
 // The model, after the spec: frames live in fabric memory and are named by
 // their fabric-local base address (an offset into the instance's pool).

@@ -9,10 +9,12 @@
 #include <vector>
 
 #include "fabric/fabric_pool.h"
+#include "fabric/frame_residency.h"
 #include "fabric/lane_major_frame.h"
 #include "fabric/pt5_codec.h"
 #include "fabric/reference_engine.h"
 #include "fabric/t2b_codec.h"
+#include "fabric/tgemm.h"
 
 namespace tfmbs::fabric {
 
@@ -34,13 +36,11 @@ struct EmulatorDriver::Frame {
   int64_t rows = 0, cols = 0;  // weights
   size_t bytes = 0;            // raw frames: packed bytes loaded
   size_t span = 0;             // bytes a TFD may name from the handle on
+  FrameResidency::Id id = 0;   // in residency_
   // Guarded by mu_. `storage` is also read without it by a task that has
-  // the frame pinned (uses > 0), which keeps it resident and unchanged.
+  // the frame in use, which keeps it resident and unchanged.
   Storage storage;                      // while resident
   std::shared_ptr<const Storage> host;  // while evicted (shared: a reload reads it unlocked)
-  bool resident = true;
-  int uses = 0;  // pins of queued or running tasks (and of submits under way)
-  uint64_t last_use = 0;
 };
 
 namespace {
@@ -75,22 +75,6 @@ std::vector<uint8_t> as_pt5(const uint8_t* data, uint16_t packing, int64_t n) {
   return pt5;
 }
 
-// The drivers that keep evictable frames in each pool. A pool has one
-// pressure-handler slot, so the handler belongs to the pool and asks each
-// of its drivers in turn. It runs under this registry's lock and a driver
-// leaves the registry before it is destroyed, so a handler call (even one
-// copied out of the pool before the removal) never reaches a dead driver.
-// Lock order: registry -> a driver's mu_ -> the pool's lock.
-struct EvictionRegistry {
-  std::mutex mu;
-  std::map<FabricPool*, std::vector<EmulatorDriver*>> drivers;
-};
-
-EvictionRegistry& registry() {
-  static auto* r = new EvictionRegistry;  // leaked on purpose: outlives every static driver
-  return *r;
-}
-
 }  // namespace
 
 EmulatorDriver::EmulatorDriver(const FabricConfig& config, FabricPool& pool, Engine engine)
@@ -99,80 +83,23 @@ EmulatorDriver::EmulatorDriver(const FabricConfig& config, FabricPool& pool, Eng
       engine_(engine),
       fast_(engine_options(config)),
       telemetry_(static_cast<int>(config.tiles)),
-      queue_(pool.name()) {
-  attach();
-}
+      residency_(pool, telemetry_),
+      queue_(pool.name()) {}
 
-EmulatorDriver::~EmulatorDriver() { detach(); }  // then queue_ drains, then the frames go
+// queue_ drains first, then residency_ leaves the pool, then the frames go.
+EmulatorDriver::~EmulatorDriver() = default;
 
-void EmulatorDriver::attach() {
-  auto& r = registry();
-  std::lock_guard<std::mutex> lock(r.mu);
-  auto& drivers = r.drivers[&pool_];
-  if (drivers.empty())
-    pool_.set_pressure_handler([pool = &pool_](size_t needed) { return relieve(*pool, needed); });
-  drivers.push_back(this);
-}
-
-void EmulatorDriver::detach() {
-  auto& r = registry();
-  std::lock_guard<std::mutex> lock(r.mu);
-  auto it = r.drivers.find(&pool_);
-  std::erase(it->second, this);
-  if (it->second.empty()) {
-    pool_.set_pressure_handler(nullptr);
-    r.drivers.erase(it);
-  }
-}
-
-size_t EmulatorDriver::relieve(FabricPool& pool, size_t needed) {
-  size_t freed = 0;
-  {
-    auto& r = registry();
-    std::lock_guard<std::mutex> lock(r.mu);
-    auto it = r.drivers.find(&pool);
-    if (it == r.drivers.end()) return 0;
-    for (EmulatorDriver* d : it->second) {
-      if (freed >= needed) break;
-      freed += d->evict(needed - freed);
-    }
-  }
-  // Freed blocks stay cached in their segments and the pool drops its cache
-  // only once per allocation: hand whole free segments back, so a request of
-  // the other size class (small / large) can use them too.
-  if (freed > 0) pool.release_cache();
-  return freed;
-}
-
-bool EmulatorDriver::evictable(const Frame& f) { return f.resident && f.uses == 0 && !(f.flags & kFlagPinned); }
-
-bool EmulatorDriver::has_evictable() const {
-  std::lock_guard<std::mutex> lock(mu_);
-  for (const auto& entry : frames_)
-    if (evictable(*entry.second)) return true;
-  return false;
-}
-
-size_t EmulatorDriver::evict(size_t needed) {
-  std::lock_guard<std::mutex> lock(mu_);
-  size_t freed = 0;
-  while (freed < needed) {
-    Frame* victim = nullptr;
-    for (const auto& entry : frames_) {
-      Frame* f = entry.second.get();
-      if (evictable(*f) && (!victim || f->last_use < victim->last_use)) victim = f;
-    }
-    if (victim == nullptr) break;
+FrameResidency::Evict EmulatorDriver::evict_to_host(const std::shared_ptr<Frame>& frame) {
+  return [this, weak = std::weak_ptr<Frame>(frame)] {
+    auto f = weak.lock();
+    if (!f) return;  // unloaded, about to leave residency_
+    std::lock_guard<std::mutex> lock(mu_);
     // Write back the current bytes (a frame is always treated as dirty).
     // Only heap memory is allocated here: allocating from the pool could
-    // re-enter this handler.
-    victim->host = std::make_shared<const Storage>(copy(*victim, victim->storage, nullptr));
-    freed += pool_.block_size(victim->storage.data());
-    victim->storage = Storage{};  // its pool block goes back to the pool
-    victim->resident = false;
-    telemetry_.add_eviction();
-  }
-  return freed;
+    // re-enter the pool's pressure callback.
+    f->host = std::make_shared<const Storage>(copy(*f, f->storage, nullptr));
+    f->storage = Storage{};  // its pool block goes back to the pool
+  };
 }
 
 EmulatorDriver::Storage EmulatorDriver::copy(const Frame& f, const Storage& from, FabricPool* to) const {
@@ -195,20 +122,26 @@ EmulatorDriver::Storage EmulatorDriver::copy(const Frame& f, const Storage& from
 uint64_t EmulatorDriver::add(std::shared_ptr<Frame> frame) {
   const uint64_t offset = static_cast<uint64_t>(frame->storage.data() - pool_.base());
   const uint64_t capacity = pool_.capacity();
-  std::lock_guard<std::mutex> lock(mu_);
-  // The pool offset names the frame, unless it is already the handle of a
-  // frame that was evicted (or reloaded elsewhere): then the next free
-  // aligned address from which the frame's span still fits in the pool.
-  uint64_t handle = offset;
-  for (uint64_t tries = 0; frames_.count(handle) != 0; ++tries) {
-    if (tries > capacity / kBlockAlignment)
-      throw FabricError(Status::ErrAddr, "load: every base address of " + pool_.name() + " names a frame; unload some");
-    handle += kBlockAlignment;
-    if (handle + frame->span > capacity) handle = 0;
+  // Not yet reachable by handle, so nothing uses it before residency_ knows it.
+  frame->id = residency_.add(pool_.block_size(frame->storage.data()), (frame->flags & kFlagPinned) != 0,
+                             evict_to_host(frame));
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    // The pool offset names the frame, unless it is already the handle of a
+    // frame that was evicted (or reloaded elsewhere): then the next free
+    // aligned address from which the frame's span still fits in the pool.
+    uint64_t handle = offset;
+    for (uint64_t tries = 0; frames_.count(handle) != 0 && tries <= capacity / kBlockAlignment; ++tries) {
+      handle += kBlockAlignment;
+      if (handle + frame->span > capacity) handle = 0;
+    }
+    if (frames_.count(handle) == 0) {
+      frames_[handle] = std::move(frame);
+      return handle;
+    }
   }
-  frame->last_use = ++clock_;
-  frames_[handle] = std::move(frame);
-  return handle;
+  residency_.remove(frame->id);
+  throw FabricError(Status::ErrAddr, "load: every base address of " + pool_.name() + " names a frame; unload some");
 }
 
 uint64_t EmulatorDriver::load_frame(const void* packed, size_t bytes, uint32_t flags) {
@@ -241,67 +174,70 @@ uint64_t EmulatorDriver::load_weights(const int8_t* trits, int64_t rows, int64_t
 }
 
 void EmulatorDriver::unload(uint64_t base_addr) {
-  std::lock_guard<std::mutex> lock(mu_);
-  if (frames_.erase(base_addr) == 0)
-    throw FabricError(Status::ErrAddr, "unload: no frame is loaded at base_addr=" + hex(base_addr));
+  std::shared_ptr<Frame> frame;
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    auto it = frames_.find(base_addr);
+    if (it == frames_.end())
+      throw FabricError(Status::ErrAddr, "unload: no frame is loaded at base_addr=" + hex(base_addr));
+    frame = std::move(it->second);
+    frames_.erase(it);
+  }
+  residency_.remove(frame->id);
 }
 
 uint32_t EmulatorDriver::frame_flags(uint64_t base_addr) const { return find(base_addr, "base_addr")->flags; }
 
 bool EmulatorDriver::is_resident(uint64_t base_addr) const {
-  auto f = find(base_addr, "base_addr");
-  std::lock_guard<std::mutex> lock(mu_);
-  return f->resident;
+  return residency_.is_resident(find(base_addr, "base_addr")->id);
 }
 
 std::vector<uint8_t> EmulatorDriver::frame_bytes(uint64_t base_addr) const {
   auto f = find(base_addr, "base_addr");
   std::lock_guard<std::mutex> lock(mu_);  // eviction swaps storage under it
-  const Storage& s = f->resident ? f->storage : *f->host;
+  const Storage& s = f->host ? *f->host : f->storage;
   return std::vector<uint8_t>(s.data(), s.data() + s.size());
 }
 
 EmulatorDriver::Pinned EmulatorDriver::use(const std::shared_ptr<Frame>& f, const char* what, uint64_t addr) {
+  auto in_use = std::make_shared<FrameResidency::Use>(residency_.use(f->id));
+  // The frame stays resident, and alive, while any copy of the pin lives.
+  Pinned pinned(f.get(), [f, in_use](const Frame*) {});
+  if (in_use->hit()) return pinned;
   std::shared_ptr<const Storage> host;
   {
     std::lock_guard<std::mutex> lock(mu_);
-    ++f->uses;
-    f->last_use = ++clock_;
-    if (f->resident) {
-      telemetry_.add_residency_hit();
-    } else {
-      telemetry_.add_residency_miss();
-      host = f->host;
-    }
+    host = f->host;
   }
-  Pinned pinned(f.get(), [this, f](const Frame*) {
-    std::lock_guard<std::mutex> lock(mu_);
-    --f->uses;
-  });
-  if (!host) return pinned;
-  // Reload outside mu_ (the allocation may run the pressure handler). The
-  // pin keeps this frame from being chosen, and `host` stays valid. The
-  // pool gives up after a few handler rounds, and under contention other
-  // threads may take the blocks freed for us each round: so try again
-  // while something is still evictable (a bounded number of times).
+  if (!host) return pinned;  // a concurrent submit reloaded it first
+  // Reload outside mu_ (the allocation may run the pool's pressure
+  // callbacks). The use keeps this frame from being chosen, and `host`
+  // stays valid. The pool gives up after a few callback rounds, and under
+  // contention other threads may take the blocks freed for us each round:
+  // so try again while something is still evictable (a bounded number of
+  // times).
   Storage reloaded;
   for (int attempt = 1;; ++attempt) {
     try {
       reloaded = copy(*f, *host, &pool_);
       break;
     } catch (const OutOfMemory& e) {
-      if (attempt < kReloadAttempts && has_evictable()) continue;
+      if (attempt < kReloadAttempts && residency_.has_evictable()) continue;
       throw OutOfMemory(std::string(what) + "=" + hex(addr) + ": cannot reload the evicted frame (" +
                             std::to_string(host->size()) + " bytes) into " + pool_.name() + ": " + e.what(),
                         e.requested);
     }
   }
-  std::lock_guard<std::mutex> lock(mu_);
-  if (!f->resident) {  // else a concurrent submit reloaded it first; ours is freed
-    f->storage = std::move(reloaded);
-    f->host.reset();
-    f->resident = true;
+  size_t bytes = 0;
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    if (f->host) {  // else a concurrent submit reloaded it first; ours is freed
+      f->storage = std::move(reloaded);
+      f->host.reset();
+    }
+    bytes = pool_.block_size(f->storage.data());
   }
+  residency_.set_resident(f->id, bytes);
   return pinned;
 }
 
@@ -360,27 +296,10 @@ TaskId EmulatorDriver::submit(const Tfd& tfd, const KernelArgs& args) {
 }
 
 OpCounters EmulatorDriver::run_tgemm(const Frame& w, const KernelArgs& args) const {
+  const Storage& s = w.storage;  // resident: the task has w in use
   const bool ref = engine_ == Engine::Reference;
-  const Storage& s = w.storage;  // resident: the task has w pinned
-  switch (args.activation) {
-    case ActivationKind::Int8: {
-      auto x = static_cast<const int8_t*>(args.x);
-      auto y = static_cast<int32_t*>(args.y);
-      return ref ? reference::tgemm_int8(s.lane_major, x, args.batch, y) : fast_.tgemm_int8(s.fast, x, args.batch, y);
-    }
-    case ActivationKind::Ternary: {
-      auto x = static_cast<const int8_t*>(args.x);
-      auto y = static_cast<int32_t*>(args.y);
-      return ref ? reference::tgemm_ternary(s.lane_major, x, args.batch, y)
-                 : fast_.tgemm_ternary(s.fast, x, args.batch, y);
-    }
-    case ActivationKind::Fp32: {
-      auto x = static_cast<const float*>(args.x);
-      auto y = static_cast<float*>(args.y);
-      return ref ? reference::tgemm_fp32(s.lane_major, x, args.batch, y) : fast_.tgemm_fp32(s.fast, x, args.batch, y);
-    }
-  }
-  throw std::invalid_argument("TGEMM: unknown activation kind " + std::to_string(static_cast<int>(args.activation)));
+  return fabric::run_tgemm(ref ? nullptr : &fast_, &s.fast, &s.lane_major, args.activation, args.x, args.batch,
+                           args.y);
 }
 
 OpCounters EmulatorDriver::run_elementwise(const Tfd& tfd, const Frame& a, const Frame& b, void* out) const {

@@ -15,20 +15,18 @@
 // Hint bits other than the kernel id are accepted and do not change the
 // computation (the engines always zero-skip).
 //
-// Residency (frames live in the pool but need not stay there):
+// Residency (frames live in the pool but need not stay there; the policy is
+// FrameResidency's, see frame_residency.h):
 // - base_addr is a stable handle. It is the pool offset of the frame's
 //   bytes when loaded; after an eviction and reload the bytes may sit
 //   elsewhere in the pool and the driver translates (as a device MMU
 //   would). A new frame whose pool offset is already some frame's handle
 //   gets the next free 64-byte aligned address that still fits the pool.
 // - A frame loaded (load_frame / load_weights flags) without PINNED is
-//   evictable; a TFD's own PINNED bit does not change that. When the pool
-//   runs short it calls its pressure handler, which evicts the least
-//   recently used (loaded or used by a submit) evictable frames until the
-//   bytes asked for are freed: each victim's bytes are copied to the heap
-//   and its pool block is freed; Telemetry::add_eviction counts each one.
-//   A PINNED frame is never evicted, nor a frame a queued or running task
-//   uses (submit pins every frame of its TFD until the task has run).
+//   evictable; a TFD's own PINNED bit does not change that. An evicted
+//   frame's bytes are copied to the heap and its pool block is freed. A
+//   frame a queued or running task uses is not evicted (submit keeps every
+//   frame of its TFD in use until the task has run).
 // - Each frame operand of a submitted TFD is a use: a residency hit if the
 //   frame is in the pool, else a miss, and the frame is reloaded into the
 //   pool at submit (which may evict others; if it still does not fit,
@@ -37,12 +35,10 @@
 //   KernelArgs::out), so frame contents never change after load. Eviction
 //   nevertheless always copies the current bytes out (every frame is
 //   treated as dirty), so an output-frame kernel would need nothing more.
-// - The pool has one pressure-handler slot: it is shared by every
-//   EmulatorDriver on that pool (each asked in turn, in creation order, so
-//   LRU order holds within a driver, not across drivers), replaces any
-//   handler set by others, and is removed when the last of them is
-//   destroyed. A driver never allocates from the pool while holding its
-//   own lock, because the allocation may run the handler, which takes it.
+// - Every driver on a pool adds its own pressure callback; the pool asks
+//   them in creation order, so LRU order holds within a driver, not across
+//   drivers. A driver never allocates from the pool or calls its
+//   FrameResidency while holding its own lock (an eviction takes it).
 #pragma once
 
 #include <map>
@@ -53,6 +49,7 @@
 #include "fabric/driver.h"
 #include "fabric/fast_engine.h"
 #include "fabric/frame_buffer.h"
+#include "fabric/frame_residency.h"
 
 namespace tfmbs::fabric {
 
@@ -63,7 +60,7 @@ class EmulatorDriver final : public FabricDriver {
   enum class Engine : uint8_t { Reference = 0, Fast = 1 };
 
   // config is validated (std::invalid_argument); `pool` must outlive the
-  // driver, which installs the pool's pressure handler (see Residency).
+  // driver, which adds a pressure callback to it (see Residency).
   // The fast engine uses config.threads threads per op.
   EmulatorDriver(const FabricConfig& config, FabricPool& pool, Engine engine = Engine::Fast);
   ~EmulatorDriver() override;  // runs every queued task first
@@ -102,18 +99,12 @@ class EmulatorDriver final : public FabricDriver {
   std::shared_ptr<Frame> find(uint64_t base_addr, const char* what) const;
   // Names a just-loaded, resident frame; returns its handle.
   uint64_t add(std::shared_ptr<Frame> frame);
-  // Pins a frame for a task: a hit, or a miss that reloads it.
+  // Keeps a frame in use for a task: a hit, or a miss that reloads it.
   Pinned use(const std::shared_ptr<Frame>& frame, const char* what, uint64_t addr);
   // The frame's bytes copied into `to` (nullptr: the heap).
   Storage copy(const Frame& frame, const Storage& from, FabricPool* to) const;
-  // Evicts LRU evictable frames until `needed` bytes are freed (or none is
-  // left); returns the bytes freed.
-  size_t evict(size_t needed);
-  static bool evictable(const Frame& frame);  // requires mu_
-  bool has_evictable() const;
-  static size_t relieve(FabricPool& pool, size_t needed);  // the pool's pressure handler
-  void attach();  // joins / leaves the drivers relieve() asks
-  void detach();
+  // How residency_ evicts `frame`: its bytes to the heap, its block freed.
+  FrameResidency::Evict evict_to_host(const std::shared_ptr<Frame>& frame);
   OpCounters run_elementwise(const Tfd& tfd, const Frame& a, const Frame& b, void* out) const;
   OpCounters run_tgemm(const Frame& w, const KernelArgs& args) const;
 
@@ -122,10 +113,10 @@ class EmulatorDriver final : public FabricDriver {
   Engine engine_;
   FastEngine fast_;
   Telemetry telemetry_;
-  mutable std::mutex mu_;  // frames_, clock_ and each frame's residency state
+  mutable std::mutex mu_;  // frames_ and each frame's storage / host
   std::map<uint64_t, std::shared_ptr<Frame>> frames_;  // by handle (base_addr)
-  uint64_t clock_ = 0;     // ticks per load or use: the LRU order
-  TaskQueue queue_;  // last member: destroyed (drained) before the frames
+  FrameResidency residency_;  // after frames_: leaves the pool before they go
+  TaskQueue queue_;  // last member: destroyed (drained) first
 };
 
 }  // namespace tfmbs::fabric

@@ -136,7 +136,22 @@ struct FabricPool::Impl {
   std::unordered_map<size_t, Block*> live;      // offset -> allocated block
   std::set<Segment*> segments;
   PoolStats stats;
-  PressureHandler pressure_handler;
+  // Held while callbacks run (not the pool's lock: they free blocks), so
+  // that removing one waits for a call in progress.
+  std::mutex callbacks_mutex;
+  std::vector<std::pair<CallbackId, PressureCallback>> callbacks;
+  CallbackId next_callback = 1;
+
+  // Asks the callbacks in turn until `needed` bytes are freed.
+  size_t relieve(size_t needed) {
+    std::lock_guard<std::mutex> lock(callbacks_mutex);
+    size_t freed = 0;
+    for (auto& [id, callback] : callbacks) {
+      if (freed >= needed) break;
+      freed += callback(needed - freed);
+    }
+    return freed;
+  }
 
   void update(StatArray& stat, PoolIndex pool, int64_t delta) {
     for (size_t i : {size_t{kAll}, size_t{pool}}) {
@@ -352,7 +367,6 @@ void* FabricPool::allocate(size_t bytes, MemoryKind kind) {
   // taken by other threads before this one retries, so go on while it frees
   // anything, up to a bound that guarantees the loop ends.
   for (int round = 0; bytes <= capacity_ && round < 64; ++round) {
-    PressureHandler handler;
     {
       std::lock_guard<std::mutex> lock(impl_->mutex);
       Block* block = impl_->try_allocate(pool, size);
@@ -366,10 +380,9 @@ void* FabricPool::allocate(size_t bytes, MemoryKind kind) {
         block = impl_->try_allocate(pool, size);
       }
       if (block) return pool_base + impl_->activate(block, bytes, kind);
-      handler = impl_->pressure_handler;
     }
-    // Second fallback: the owner of evictable blocks frees some.
-    if (!handler || handler(size) == 0) break;
+    // Second fallback: the owners of evictable blocks free some.
+    if (impl_->relieve(size) == 0) break;
   }
   std::lock_guard<std::mutex> lock(impl_->mutex);
   ++impl_->stats.num_ooms;
@@ -417,9 +430,16 @@ size_t FabricPool::release_cache() {
   return impl_->base.load() ? impl_->release_free_segments() : 0;
 }
 
-void FabricPool::set_pressure_handler(PressureHandler handler) {
-  std::lock_guard<std::mutex> lock(impl_->mutex);
-  impl_->pressure_handler = std::move(handler);
+FabricPool::CallbackId FabricPool::add_pressure_callback(PressureCallback callback) {
+  std::lock_guard<std::mutex> lock(impl_->callbacks_mutex);
+  const CallbackId id = impl_->next_callback++;
+  impl_->callbacks.emplace_back(id, std::move(callback));
+  return id;
+}
+
+void FabricPool::remove_pressure_callback(CallbackId id) {
+  std::lock_guard<std::mutex> lock(impl_->callbacks_mutex);
+  std::erase_if(impl_->callbacks, [id](const auto& entry) { return entry.first == id; });
 }
 
 bool FabricPool::contains(const void* ptr) const {

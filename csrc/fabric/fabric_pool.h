@@ -77,11 +77,17 @@ class FabricPool {
   // the OS). Returns the bytes released.
   size_t release_cache();
 
-  // Called under memory pressure, before giving up, with the bytes still
-  // needed; it may free blocks of this pool (e.g. evict unpinned frames)
-  // and returns how many bytes it freed. Runs without the pool's lock held.
-  using PressureHandler = std::function<size_t(size_t needed)>;
-  void set_pressure_handler(PressureHandler handler);
+  // Pressure callbacks (as CUDA's FreeMemoryCallbacksRegistry): when an
+  // allocation finds no room, before it gives up, they are asked in the
+  // order they were added, with the bytes still needed; each may free
+  // blocks of this pool (e.g. evict unpinned frames) and returns how many
+  // bytes it freed. They run without the pool's lock, one at a time; a
+  // callback must not allocate from this pool.
+  using PressureCallback = std::function<size_t(size_t needed)>;
+  using CallbackId = uint64_t;
+  CallbackId add_pressure_callback(PressureCallback callback);
+  // After this returns the callback is not running and never runs again.
+  void remove_pressure_callback(CallbackId id);
 
   bool contains(const void* ptr) const;
   // Bytes of the block that starts at `ptr` (its rounded size); 0 if none.

@@ -18,40 +18,6 @@ namespace tfmbs::fabric {
 using fast_detail::Fp32Job;
 using fast_detail::Int8Job;
 
-const char* engine_isa_name(EngineIsa isa) {
-  switch (isa) {
-    case EngineIsa::Scalar: return "scalar";
-    case EngineIsa::Avx2: return "avx2";
-    case EngineIsa::Avx512: return "avx512";
-  }
-  return "unknown";
-}
-
-bool engine_isa_supported(EngineIsa isa) {
-#if defined(__x86_64__) || defined(__i386__)
-  switch (isa) {
-    case EngineIsa::Scalar: return true;
-    case EngineIsa::Avx2: return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
-    case EngineIsa::Avx512:
-      // DQ too: fast_engine_avx512.cpp is compiled with -mavx512dq (every
-      // CPU with VNNI has it). It uses no VPOPCNTDQ (absent on Cascade Lake).
-      return __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
-             __builtin_cpu_supports("avx512vl") && __builtin_cpu_supports("avx512dq") &&
-             __builtin_cpu_supports("avx512vnni");
-  }
-  return false;
-#else
-  return isa == EngineIsa::Scalar;
-#endif
-}
-
-EngineIsa best_engine_isa() {
-  static const EngineIsa best = engine_isa_supported(EngineIsa::Avx512) ? EngineIsa::Avx512
-                                : engine_isa_supported(EngineIsa::Avx2) ? EngineIsa::Avx2
-                                                                        : EngineIsa::Scalar;
-  return best;
-}
-
 namespace {
 
 using fast_detail::FrameCodes;
@@ -68,29 +34,29 @@ using Int8Fn = void (*)(const Int8Job&, int64_t, int64_t);
 using ZeroFn = void (*)(const ZeroCountJob&, int64_t, int64_t);
 using Fp32Fn = void (*)(const Fp32Job&, int64_t, int64_t);
 
-Int8Fn int8_kernel(EngineIsa isa) {
+Int8Fn int8_kernel(Isa isa) {
   switch (isa) {
-    case EngineIsa::Avx512: return fast_detail::int8_rows_avx512;
-    case EngineIsa::Avx2: return fast_detail::int8_rows_avx2;
-    case EngineIsa::Scalar: break;
+    case Isa::Avx512: return fast_detail::int8_rows_avx512;
+    case Isa::Avx2: return fast_detail::int8_rows_avx2;
+    case Isa::Scalar: break;
   }
   return fast_detail::int8_rows_scalar;
 }
 
-ZeroFn zero_kernel(EngineIsa isa) {
+ZeroFn zero_kernel(Isa isa) {
   switch (isa) {
-    case EngineIsa::Avx512: return fast_detail::zero_hits_avx512;
-    case EngineIsa::Avx2: return fast_detail::zero_hits_avx2;
-    case EngineIsa::Scalar: break;
+    case Isa::Avx512: return fast_detail::zero_hits_avx512;
+    case Isa::Avx2: return fast_detail::zero_hits_avx2;
+    case Isa::Scalar: break;
   }
   return fast_detail::zero_hits_scalar;
 }
 
-Fp32Fn fp32_kernel(EngineIsa isa) {
+Fp32Fn fp32_kernel(Isa isa) {
   switch (isa) {
-    case EngineIsa::Avx512: return fast_detail::fp32_rows_avx512;
-    case EngineIsa::Avx2: return fast_detail::fp32_rows_avx2;
-    case EngineIsa::Scalar: break;
+    case Isa::Avx512: return fast_detail::fp32_rows_avx512;
+    case Isa::Avx2: return fast_detail::fp32_rows_avx2;
+    case Isa::Scalar: break;
   }
   return fast_detail::fp32_rows_scalar;
 }
@@ -163,7 +129,7 @@ class ZeroPlan {
 
   bool any() const { return chunks_ > 0 || !offset_.empty(); }
 
-  void count(EngineIsa isa, const FastFrame& w, int64_t r0, int64_t r1, uint64_t* hits) const {
+  void count(Isa isa, const FastFrame& w, int64_t r0, int64_t r1, uint64_t* hits) const {
     if (chunks_ > 0) {
       ZeroCountJob job;
       static_cast<FrameCodes&>(job) = frame_codes(w);
@@ -239,8 +205,8 @@ int64_t rows_per_task(int64_t rows, int64_t work_per_row, int threads) {
 
 FastEngine::FastEngine(FastEngineOptions options)
     : isa_(options.isa), threads_(options.threads), pool_(options.pool) {
-  if (!engine_isa_supported(isa_))
-    throw std::invalid_argument(std::string("FastEngine: isa=") + engine_isa_name(isa_) +
+  if (!cpu_supports(isa_))
+    throw std::invalid_argument(std::string("FastEngine: isa=") + isa_name(isa_) +
                                 " is not supported by this CPU");
   set_threads(options.threads);
 }
@@ -268,7 +234,7 @@ OpCounters FastEngine::run_int8(const FastFrame& w, const int8_t* x, int64_t n, 
   std::vector<int32_t> x_sum(un);
   // The AVX-512 kernel counts zero hits in the same pass (see Int8Job);
   // otherwise a ZeroPlan does it after the product.
-  const bool fuse_zeros = isa_ == EngineIsa::Avx512 && fast_detail::avx512_fuses_zero_counts() &&
+  const bool fuse_zeros = isa_ == Isa::Avx512 && fast_detail::avx512_fuses_zero_counts() &&
                           n <= 255 && n * cols < INT32_MAX;
   uint8_t* zero_counts = fuse_zeros ? scratch(1).get(ukp) : nullptr;
   if (fuse_zeros) std::memset(zero_counts, 0, ukp);

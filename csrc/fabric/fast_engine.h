@@ -1,6 +1,6 @@
 // The fast engine: the reference engine's results and counters, computed
-// with SIMD (AVX-512 VNNI > AVX2 > scalar, chosen at run time) over the
-// FastFrame resident layout, multi-threaded over output rows.
+// with SIMD (by default the best level this CPU runs, cpu_features.h) over
+// the FastFrame resident layout, multi-threaded over output rows.
 //
 // Results are bit-identical to reference_engine.h for every ISA and thread
 // count (int paths: exact modulo 2^32, like the fabric's wrapping
@@ -20,18 +20,14 @@
 //   2^31 - 1; for such batch rows (and only those) the engine replays the
 //   reference's sequential accumulation per output row to find the flags.
 //
-// Speed (4096x4096, int8 activations, this 2-core Zen 5 VM, 2 threads,
-// benchmarks/cpp/fabric_bench.cpp, best of runs on a quiet machine): batch 1
-// ~75 us hot / ~110-130 us cold, batch 8 ~245 us hot and cold, batch 64
-// ~1.37 ms. Decode stack (8 layers 4096->11008->4096, 90 MB of codes
-// streamed from DRAM per token, batch 1): ~1.8-1.9 ms per token, ~1.1-1.2x
-// its PT-5 roofline at the ~44 GB/s read bandwidth measured in the same run.
-// Streaming at that rate needs the kernels' linear software prefetch far
-// ahead of the read position (fast_engine_avx512.cpp).
+// Speed: benchmarks/results/fabric.md (benchmarks/cpp/fabric_bench.cpp).
+// Streaming weights at memory bandwidth needs the kernels' linear software
+// prefetch far ahead of the read position (fast_engine_avx512.cpp).
 #pragma once
 
 #include <cstdint>
 
+#include "fabric/cpu_features.h"
 #include "fabric/fast_frame.h"
 #include "fabric/telemetry.h"
 
@@ -39,15 +35,9 @@ namespace tfmbs::fabric {
 
 class ThreadPool;
 
-enum class EngineIsa : uint8_t { Scalar = 0, Avx2 = 1, Avx512 = 2 };
-
-const char* engine_isa_name(EngineIsa isa);
-// Avx512 needs AVX-512 F, BW, VL, DQ and VNNI; Avx2 needs AVX2 and FMA.
-bool engine_isa_supported(EngineIsa isa);
-EngineIsa best_engine_isa();
-
 struct FastEngineOptions {
-  EngineIsa isa = best_engine_isa();
+  // Whose kernels run: any level for which cpu_supports(isa) holds.
+  Isa isa = best_isa();
   // Threads per call (caller included), capped at the pool's size; 0 = all
   // of the pool's (the global pool has one per hardware core). 1 never
   // touches the pool. Small problems run on the calling thread anyway.
@@ -61,7 +51,7 @@ class FastEngine {
   // Throws std::invalid_argument if the CPU lacks options.isa or threads < 0.
   explicit FastEngine(FastEngineOptions options = {});
 
-  EngineIsa isa() const { return isa_; }
+  Isa isa() const { return isa_; }
   int threads() const;
   void set_threads(int threads);  // 0 = all of the pool's
 
@@ -83,7 +73,7 @@ class FastEngine {
                       uint64_t act_bytes) const;
   ThreadPool& pool() const;
 
-  EngineIsa isa_;
+  Isa isa_;
   int threads_;
   ThreadPool* pool_;
 };

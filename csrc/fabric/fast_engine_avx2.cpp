@@ -1,7 +1,10 @@
-// AVX2 kernels of the fast engine (CPUs without AVX-512 VNNI). Same layout
-// and results as the AVX-512 ones: each 64-byte block is used as two
-// 32-byte halves; vpmaddubsw(c, x) + vpmaddwd(.., 1) replaces vpdpbusd
-// (no int16 saturation: |c * x| <= 256, a pair <= 512).
+// AVX2 kernels of the fast engine: level Isa::Avx2 (cpu_features.h),
+// compiled with its flags and called only when cpu_supports(Isa::Avx2), for
+// CPUs below Isa::Avx512. The fp32 kernel is why that level needs FMA.
+//
+// Same layout and results as the AVX-512 ones: each 64-byte block is used
+// as two 32-byte halves; vpmaddubsw(c, x) + vpmaddwd(.., 1) replaces
+// vpdpbusd (no int16 saturation: |c * x| <= 256, a pair <= 512).
 #include <immintrin.h>
 
 #include "fabric/fast_engine_kernels.h"

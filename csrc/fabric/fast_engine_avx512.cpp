@@ -1,5 +1,7 @@
-// AVX-512 (F/BW/VL + VNNI) kernels of the fast engine. Compiled with
-// AVX-512 flags; called only when the CPU has them (fast_engine.cpp).
+// AVX-512 kernels of the fast engine: level Isa::Avx512 (cpu_features.h),
+// compiled with its flags and called only when cpu_supports(Isa::Avx512)
+// (fast_engine.cpp). This file is why that level needs VNNI (vpdpbusd) and
+// VL (128-bit byte compares into masks).
 //
 // int8: per 64-byte weight block, (v >> 2i) & 3 gives 64 codes c = w + 1
 // (u8), vpdpbusd accumulates c * x (s8) in 16 int32 lanes; sum(x) is
@@ -15,7 +17,7 @@ namespace {
 
 // How far ahead of the current read the int8 kernel prefetches its codes
 // (a software prefetch never faults, so running past the frame is harmless).
-// 8-24 KiB measured alike; 16 KiB covers the DRAM latency at ~20 GB/s/core.
+// It must cover the DRAM latency at one core's streaming rate.
 inline constexpr int64_t kPrefetchBytes = 16384;
 
 // Horizontal sum with wrapping vector adds (GCC's _mm512_reduce_add_epi32
@@ -60,10 +62,9 @@ inline __attribute__((always_inline)) void int8_tile(const Int8Job& j, int64_t r
       // The R rows of a tile are contiguous (R * row_bytes) and the rows of
       // a call are walked in order, so the codes are one linear stream:
       // fetch the R lines that lie kPrefetchBytes past the ones read now.
-      // A far, linear window keeps enough misses in flight for DRAM; the
-      // old per-row "8 blocks ahead" mostly re-requested lines the hardware
-      // prefetcher already had (fabric_bench decode stack, median of runs:
-      // ~3.2 -> ~2.0 ms per token; batch 8 cold ~350 -> ~245 us).
+      // A far, linear window keeps enough misses in flight for DRAM, where
+      // a short per-row distance mostly re-requests lines the hardware
+      // prefetcher already has.
 #pragma GCC unroll 16
       for (int r = 0; r < R; ++r)
         _mm_prefetch(reinterpret_cast<const char*>(reinterpret_cast<uintptr_t>(rows[0]) + kPrefetchBytes + (b * R + r) * 64),
@@ -235,9 +236,9 @@ void int8_rows_avx512(const Int8Job& j, int64_t r0, int64_t r1) {
   // batch tile streams over them.
   for (int64_t c0 = r0; c0 < r1; c0 += 64) {
     const int64_t c1 = c0 + 64 < r1 ? c0 + 64 : r1;
-    // 4 weight rows x 4 batch rows = 16 accumulators: the fastest tile
-    // measured on Zen 5 (each decoded code vector feeds 4 vpdpbusd, each
-    // activation load 4).
+    // 4 weight rows x 4 batch rows = 16 accumulators: each decoded code
+    // vector feeds 4 vpdpbusd and each activation load 4, within the 32
+    // vector registers.
     constexpr int64_t kTile = 4;
     for (int64_t n0 = 0; n0 < j.n; n0 += kTile) {
       switch (j.n - n0 < kTile ? j.n - n0 : kTile) {

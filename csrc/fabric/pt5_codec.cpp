@@ -1,8 +1,9 @@
-// PT-5 scalar reference and the run-time ISA dispatch.
+// PT-5 scalar reference and the run-time ISA dispatch (cpu_features.h).
 #include "fabric/pt5_codec.h"
 
 #include <string>
 
+#include "fabric/cpu_features.h"
 #include "fabric/pt5_codec_detail.h"
 #include "fabric/status.h"
 
@@ -66,61 +67,20 @@ void decode_scalar(const uint8_t* packed, size_t n_trits, int8_t* out) {
   decode_scalar_from(packed, n_trits, out, 0);
 }
 
-const char* isa_name(Isa isa) {
+Codec codec(Isa isa) {
   switch (isa) {
-    case Isa::Scalar: return "scalar";
-    case Isa::Avx2: return "avx2";
-    case Isa::Avx512: return "avx512";
+    case Isa::Avx512: return Codec{encode_avx512, decode_avx512};
+    case Isa::Avx2: return Codec{encode_avx2, decode_avx2};
+    case Isa::Scalar: break;
   }
-  return "unknown";
-}
-
-bool cpu_supports(Isa isa) {
-#if defined(__x86_64__) || defined(__i386__)
-  switch (isa) {
-    case Isa::Scalar: return true;
-    case Isa::Avx2: return __builtin_cpu_supports("avx2");
-    case Isa::Avx512:
-      return __builtin_cpu_supports("avx512f") &&
-             __builtin_cpu_supports("avx512bw") &&
-             __builtin_cpu_supports("avx512vbmi");
-  }
-  return false;
-#else
-  return isa == Isa::Scalar;
-#endif
-}
-
-Isa active_isa() {
-  static const Isa isa = cpu_supports(Isa::Avx512) ? Isa::Avx512
-                         : cpu_supports(Isa::Avx2) ? Isa::Avx2
-                                                   : Isa::Scalar;
-  return isa;
+  return Codec{encode_scalar, decode_scalar};
 }
 
 }  // namespace detail
 
 namespace {
-using EncodeFn = void (*)(const int8_t*, size_t, uint8_t*);
-using DecodeFn = void (*)(const uint8_t*, size_t, int8_t*);
-
-struct Kernels {
-  EncodeFn encode;
-  DecodeFn decode;
-};
-
-const Kernels& kernels() {
-  static const Kernels k = [] {
-    switch (detail::active_isa()) {
-      case detail::Isa::Avx512:
-        return Kernels{detail::encode_avx512, detail::decode_avx512};
-      case detail::Isa::Avx2:
-        return Kernels{detail::encode_avx2, detail::decode_avx2};
-      case detail::Isa::Scalar:
-        break;
-    }
-    return Kernels{detail::encode_scalar, detail::decode_scalar};
-  }();
+const detail::Codec& kernels() {
+  static const detail::Codec k = detail::codec(best_isa());
   return k;
 }
 }  // namespace

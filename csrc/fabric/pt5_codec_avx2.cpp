@@ -1,4 +1,5 @@
-// PT-5 with AVX2 (compiled with -mavx2; called only when the CPU has it).
+// PT-5 with AVX2: level Isa::Avx2 (cpu_features.h), compiled with its flags
+// and called only when cpu_supports(Isa::Avx2).
 //
 // Decode uses the multiply trick: for a byte b < 243, trit t_i is digit i of
 // b in base 3, i.e. floor(3 * frac(b / 3^(i+1))). With C_i =

@@ -1,6 +1,6 @@
-// PT-5 with AVX-512 F+BW+VBMI (called only when the CPU has all three; the
-// VBMI byte permutes are enabled per function so the rest of the library
-// keeps the flags CMake gives every AVX-512 file).
+// PT-5 with AVX-512: level Isa::Avx512 (cpu_features.h), compiled with its
+// flags and called only when cpu_supports(Isa::Avx512). This file is why
+// that level needs VBMI (vpermb, vpermt2b).
 //
 // Same arithmetic as pt5_codec_avx2.cpp (see there for why the multiply by
 // C_i = ceil(65536 / 3^(i+1)) followed by mulhi(., 3) is exact), but 64
@@ -10,8 +10,6 @@
 
 #include "fabric/pt5_codec.h"
 #include "fabric/pt5_codec_detail.h"
-
-#define TFMBS_VBMI __attribute__((target("avx512f,avx512bw,avx512vbmi")))
 
 namespace tfmbs::fabric::pt5::detail {
 namespace {
@@ -69,13 +67,13 @@ inline __mmask64 first_n(size_t n) {
   return n >= 64 ? ~__mmask64{0} : (__mmask64{1} << n) - 1;
 }
 
-TFMBS_VBMI inline __m512i load64(const void* p) {
+inline __m512i load64(const void* p) {
   return _mm512_load_si512(p);
 }
 
 // Decodes 64 packed bytes (already validated) into trits; stores the first
 // `n_out` (<= 320) of them.
-TFMBS_VBMI inline void decode_step(__m512i x, int8_t* dst, size_t n_out) {
+inline void decode_step(__m512i x, int8_t* dst, size_t n_out) {
   const __m512i three = _mm512_set1_epi16(3);
   const __m512i one = _mm512_set1_epi8(1);
   const __mmask64 low_bytes = 0x5555555555555555ull;
@@ -93,7 +91,7 @@ TFMBS_VBMI inline void decode_step(__m512i x, int8_t* dst, size_t n_out) {
 }
 
 // Packs 320 trits held in z[0..4] (already validated) into 64 bytes.
-TFMBS_VBMI inline __m512i encode_step(const __m512i z[5]) {
+inline __m512i encode_step(const __m512i z[5]) {
   __m512i acc = _mm512_setzero_si512();
   for (int i = 4; i >= 0; --i) {
     const __m512i idx = load64(kEncode.permute[i]);
@@ -109,13 +107,12 @@ TFMBS_VBMI inline __m512i encode_step(const __m512i z[5]) {
 
 }  // namespace
 
-TFMBS_VBMI void decode_avx512(const uint8_t* packed, size_t n_trits, int8_t* out) {
+void decode_avx512(const uint8_t* packed, size_t n_trits, int8_t* out) {
   const __m512i first_invalid = _mm512_set1_epi8(static_cast<char>(243));
   const size_t n_bytes = packed_size(n_trits);
   for (size_t b = 0; b < n_bytes; b += 64) {
     const __mmask64 m = first_n(n_bytes - b);
-    // Masked loads only for the tail: in the loop they defeat streaming
-    // (measured: 3.9 vs 6.3 GB/s on a 32 MB frame).
+    // Masked loads only for the tail: in the loop they defeat streaming.
     const __m512i x = n_bytes - b >= 64 ? _mm512_loadu_si512(packed + b)
                                         : _mm512_maskz_loadu_epi8(m, packed + b);
     if ((_mm512_cmpge_epu8_mask(x, first_invalid) & m) != 0) {
@@ -127,7 +124,7 @@ TFMBS_VBMI void decode_avx512(const uint8_t* packed, size_t n_trits, int8_t* out
   }
 }
 
-TFMBS_VBMI void encode_avx512(const int8_t* trits, size_t n_trits, uint8_t* out) {
+void encode_avx512(const int8_t* trits, size_t n_trits, uint8_t* out) {
   const __m512i one = _mm512_set1_epi8(1);
   const __m512i two = _mm512_set1_epi8(2);
   const size_t n_bytes = packed_size(n_trits);

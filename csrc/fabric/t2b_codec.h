@@ -7,10 +7,10 @@
 //   0b10 = +1
 //   0b11 = invalid -> FabricError(ErrPack)
 //
-// This is also the layout of seed 003's pack_ternary/unpack_ternary ("8
-// values -> 2 bytes", -1/0/+1 as distinct 2-bit codes, little end first).
-// The seed does not print its table; value + 1 is the natural choice and
-// the one we read it with, so one codec serves both. Example from the seed:
+// This is also the layout of the origin design's pack_ternary /
+// unpack_ternary ("8 values -> 2 bytes", -1/0/+1 as distinct 2-bit codes,
+// little end first), which prints no table; value + 1 is the natural choice
+// and the one we read it with, so one codec serves both. Its example:
 // [1,-1,0,1, 0,-1,1,1] -> codes [2,0,1,2],[1,0,2,2] -> bytes 0x92, 0xA1.
 //
 // A frame of n trits takes ceil(n/4) bytes. The encoder pads the last byte

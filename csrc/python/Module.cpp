@@ -129,7 +129,7 @@ PYBIND11_MODULE(_C, m) {
     d["pool_bytes"] = c.pool_bytes;
     d["num_fabrics"] = c.num_fabrics;
     d["threads"] = c.threads;
-    d["engine_isa"] = fabric::engine_isa_name(fast_engine().isa());
+    d["engine_isa"] = fabric::isa_name(fast_engine().isa());
     return d;
   });
   m.def("profiler_start", &op_log_start);

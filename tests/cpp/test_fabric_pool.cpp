@@ -3,6 +3,7 @@
 #include <atomic>
 #include <cstring>
 #include <random>
+#include <string>
 #include <thread>
 #include <vector>
 
@@ -195,12 +196,12 @@ TEST(FabricPool, RetryReleasesTheCacheBeforeFailing) {
   pool.free(all);
 }
 
-TEST(FabricPool, PressureHandlerCanFreeBlocks) {
+TEST(FabricPool, PressureCallbackCanFreeBlocks) {
   FabricPool pool("tfmbs:test", 8 * MiB);
   void* evictable = pool.allocate(6 * MiB, MemoryKind::Resident);
   EXPECT_EQ(pool.stats().bytes_by_kind[1].current, static_cast<int64_t>(6 * MiB));
   std::vector<size_t> needs;
-  pool.set_pressure_handler([&](size_t needed) -> size_t {
+  pool.add_pressure_callback([&](size_t needed) -> size_t {
     needs.push_back(needed);
     if (!evictable) return 0;
     pool.free(evictable);
@@ -214,6 +215,36 @@ TEST(FabricPool, PressureHandlerCanFreeBlocks) {
   EXPECT_THROW(pool.allocate(6 * MiB), OutOfMemory);  // nothing left to evict
   EXPECT_EQ(needs, (std::vector<size_t>{4 * MiB, 6 * MiB}));
   pool.free(p);
+}
+
+TEST(FabricPool, PressureCallbacksAreAskedInOrderUntilEnoughIsFreed) {
+  FabricPool pool("tfmbs:test", 8 * MiB);
+  void* first = pool.allocate(2 * MiB, MemoryKind::Resident);
+  void* second = pool.allocate(2 * MiB, MemoryKind::Resident);
+  void* third = pool.allocate(2 * MiB, MemoryKind::Resident);
+  void* fourth = pool.allocate(2 * MiB);  // the pool is full
+  std::vector<std::string> asked;
+  auto evictor = [&](const char* name, void*& block) {
+    return [&, name](size_t) -> size_t {
+      asked.push_back(name);
+      if (!block) return 0;
+      pool.free(block);
+      block = nullptr;
+      return 2 * MiB;
+    };
+  };
+  const auto a = pool.add_pressure_callback(evictor("a", first));
+  const auto b = pool.add_pressure_callback(evictor("b", second));
+  const auto c = pool.add_pressure_callback(evictor("c", third));
+  void* p = pool.allocate(2 * MiB);  // a's block is enough: b and c are not asked
+  EXPECT_EQ(asked, (std::vector<std::string>{"a"}));
+  pool.remove_pressure_callback(b);  // b is never asked again
+  void* q = pool.allocate(2 * MiB);  // a has nothing left; b is gone; c frees
+  EXPECT_EQ(asked, (std::vector<std::string>{"a", "a", "c"}));
+  EXPECT_NE(second, nullptr);
+  pool.remove_pressure_callback(a);
+  pool.remove_pressure_callback(c);
+  for (void* block : {p, q, second, fourth}) pool.free(block);
 }
 
 TEST(FabricPool, ForeignPointerIsRejected) {

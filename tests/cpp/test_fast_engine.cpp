@@ -5,6 +5,7 @@
 #include <random>
 #include <vector>
 
+#include "fabric/cpu_features.h"
 #include "fabric/fabric_pool.h"
 #include "fabric/fast_engine.h"
 #include "fabric/pt5_codec.h"
@@ -14,13 +15,6 @@
 
 namespace tfmbs::fabric {
 namespace {
-
-std::vector<EngineIsa> supported_isas() {
-  std::vector<EngineIsa> out;
-  for (EngineIsa isa : {EngineIsa::Scalar, EngineIsa::Avx2, EngineIsa::Avx512})
-    if (engine_isa_supported(isa)) out.push_back(isa);
-  return out;
-}
 
 ThreadPool& test_pool() {
   static ThreadPool* pool = new ThreadPool(4);  // more threads than cores on purpose
@@ -131,14 +125,18 @@ TEST(FastFrame, LivesInThePoolWhenGivenOne) {
   EXPECT_EQ(f.to_trits(), w);
 }
 
-TEST(FastEngine, IsaNamesAndOptions) {
-  EXPECT_STREQ(engine_isa_name(EngineIsa::Scalar), "scalar");
-  EXPECT_STREQ(engine_isa_name(EngineIsa::Avx2), "avx2");
-  EXPECT_STREQ(engine_isa_name(EngineIsa::Avx512), "avx512");
-  EXPECT_TRUE(engine_isa_supported(EngineIsa::Scalar));
-  EXPECT_TRUE(engine_isa_supported(best_engine_isa()));
-  EXPECT_THROW(FastEngine(FastEngineOptions{EngineIsa::Scalar, -1, nullptr}), std::invalid_argument);
-  FastEngine e(FastEngineOptions{EngineIsa::Scalar, 3, &test_pool()});
+TEST(FastEngine, IsaAndOptions) {
+  EXPECT_EQ(FastEngineOptions{}.isa, best_isa());
+  EXPECT_EQ(FastEngine().isa(), best_isa());
+  for (Isa isa : {Isa::Scalar, Isa::Avx2, Isa::Avx512}) {
+    if (cpu_supports(isa)) {
+      EXPECT_EQ(FastEngine(FastEngineOptions{isa, 1, nullptr}).isa(), isa);
+    } else {
+      EXPECT_THROW(FastEngine(FastEngineOptions{isa, 1, nullptr}), std::invalid_argument) << isa_name(isa);
+    }
+  }
+  EXPECT_THROW(FastEngine(FastEngineOptions{Isa::Scalar, -1, nullptr}), std::invalid_argument);
+  FastEngine e(FastEngineOptions{Isa::Scalar, 3, &test_pool()});
   EXPECT_EQ(e.threads(), 3);
   e.set_threads(0);
   EXPECT_EQ(e.threads(), 4);
@@ -165,11 +163,11 @@ TEST(FastEngine, Int8MatchesReferenceEverywhere) {
         auto x = random_int8(n * s.cols, xz, rng);
         std::vector<int32_t> y_ref(static_cast<size_t>(n * s.rows));
         OpCounters c_ref = reference::tgemm_int8(lm, x.data(), n, y_ref.data());
-        for (EngineIsa isa : supported_isas()) {
+        for (Isa isa : supported_isas()) {
           for (int threads : {1, 2, 4}) {
             SCOPED_TRACE(testing::Message() << "M=" << s.rows << " K=" << s.cols << " tiles=" << s.tiles
                                             << " wzero=" << ws << " N=" << n << " xzero=" << xz
-                                            << " isa=" << engine_isa_name(isa) << " threads=" << threads);
+                                            << " isa=" << isa_name(isa) << " threads=" << threads);
             FastEngine e(FastEngineOptions{isa, threads, &test_pool()});
             std::vector<int32_t> y(y_ref.size(), 0x5a5a5a5a);
             OpCounters c = e.tgemm_int8(ff, x.data(), n, y.data());
@@ -194,8 +192,8 @@ TEST(FastEngine, Int8LargeBatchMatchesReference) {
     auto x = random_int8(N * K, xz, rng);
     std::vector<int32_t> y_ref(static_cast<size_t>(N * M));
     OpCounters c_ref = reference::tgemm_int8(lm, x.data(), N, y_ref.data());
-    for (EngineIsa isa : supported_isas()) {
-      SCOPED_TRACE(testing::Message() << "xzero=" << xz << " isa=" << engine_isa_name(isa));
+    for (Isa isa : supported_isas()) {
+      SCOPED_TRACE(testing::Message() << "xzero=" << xz << " isa=" << isa_name(isa));
       FastEngine e(FastEngineOptions{isa, 2, &test_pool()});
       std::vector<int32_t> y(y_ref.size());
       OpCounters c = e.tgemm_int8(ff, x.data(), N, y.data());
@@ -218,9 +216,9 @@ TEST(FastEngine, TernaryMatchesReference) {
         auto x = random_ternary(n * s.cols, xz, rng);
         std::vector<int32_t> y_ref(static_cast<size_t>(n * s.rows));
         OpCounters c_ref = reference::tgemm_ternary(lm, x.data(), n, y_ref.data());
-        for (EngineIsa isa : supported_isas()) {
+        for (Isa isa : supported_isas()) {
           SCOPED_TRACE(testing::Message() << "M=" << s.rows << " K=" << s.cols << " N=" << n
-                                          << " isa=" << engine_isa_name(isa));
+                                          << " isa=" << isa_name(isa));
           FastEngine e(FastEngineOptions{isa, 2, &test_pool()});
           std::vector<int32_t> y(y_ref.size());
           OpCounters c = e.tgemm_ternary(ff, x.data(), n, y.data());
@@ -256,10 +254,10 @@ TEST(FastEngine, Fp32MatchesReferenceBitForBit) {
         auto x = random_float(n * s.cols, xz, rng);
         std::vector<float> y_ref(static_cast<size_t>(n * s.rows));
         OpCounters c_ref = reference::tgemm_fp32(lm, x.data(), n, y_ref.data());
-        for (EngineIsa isa : supported_isas()) {
+        for (Isa isa : supported_isas()) {
           for (int threads : {1, 3}) {
             SCOPED_TRACE(testing::Message() << "M=" << s.rows << " K=" << s.cols << " N=" << n << " xzero=" << xz
-                                            << " isa=" << engine_isa_name(isa) << " threads=" << threads);
+                                            << " isa=" << isa_name(isa) << " threads=" << threads);
             FastEngine e(FastEngineOptions{isa, threads, &test_pool()});
             std::vector<float> y(y_ref.size(), 12345.0f);
             OpCounters c = e.tgemm_fp32(ff, x.data(), n, y.data());
@@ -289,8 +287,8 @@ TEST(FastEngine, Fp32NonFiniteActivationsSkipZeroWeights) {
     std::vector<float> y_ref(static_cast<size_t>(n * M));
     OpCounters c_ref = reference::tgemm_fp32(lm, x.data(), n, y_ref.data());
     int finite_results = 0;
-    for (EngineIsa isa : supported_isas()) {
-      SCOPED_TRACE(engine_isa_name(isa));
+    for (Isa isa : supported_isas()) {
+      SCOPED_TRACE(isa_name(isa));
       FastEngine e(FastEngineOptions{isa, 2, &test_pool()});
       std::vector<float> y(y_ref.size());
       OpCounters c = e.tgemm_fp32(ff, x.data(), n, y.data());
@@ -342,9 +340,9 @@ TEST(FastEngine, MultiTaskFramesMatchReference) {
       auto x = random_int8(n * K, xz, rng);
       std::vector<int32_t> y_ref(static_cast<size_t>(n * M));
       OpCounters c_ref = reference::tgemm_int8(lm, x.data(), n, y_ref.data());
-      for (EngineIsa isa : supported_isas()) {
+      for (Isa isa : supported_isas()) {
         for (int threads : {1, 2}) {
-          SCOPED_TRACE(testing::Message() << "N=" << n << " xzero=" << xz << " isa=" << engine_isa_name(isa)
+          SCOPED_TRACE(testing::Message() << "N=" << n << " xzero=" << xz << " isa=" << isa_name(isa)
                                           << " threads=" << threads);
           FastEngine e(FastEngineOptions{isa, threads, &test_pool()});
           std::vector<int32_t> y(y_ref.size(), 0x5a5a5a5a);
@@ -359,7 +357,7 @@ TEST(FastEngine, MultiTaskFramesMatchReference) {
 
 TEST(FastEngine, EmptyShapes) {
   std::vector<int8_t> w(5 * 3, 1);
-  for (EngineIsa isa : supported_isas()) {
+  for (Isa isa : supported_isas()) {
     FastEngine e(FastEngineOptions{isa, 2, &test_pool()});
     auto f = FastFrame::from_trits(w.data(), 5, 3, 4);
     auto lm = LaneMajorFrame::from_trits(w.data(), 5, 3, 4);
@@ -388,8 +386,8 @@ TEST(FastEngine, AccumulatorOverflowMatchesReference) {
   w.clear();
   w.shrink_to_fit();
   std::vector<int8_t> x(static_cast<size_t>(K), 127);
-  for (EngineIsa isa : supported_isas()) {
-    SCOPED_TRACE(engine_isa_name(isa));
+  for (Isa isa : supported_isas()) {
+    SCOPED_TRACE(isa_name(isa));
     FastEngine e(FastEngineOptions{isa, 2, &test_pool()});
     std::vector<int32_t> y(16);
     OpCounters c = e.tgemm_int8(f, x.data(), 1, y.data());

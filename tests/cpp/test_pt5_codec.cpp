@@ -7,6 +7,7 @@
 #include <string>
 #include <vector>
 
+#include "fabric/cpu_features.h"
 #include "fabric/pt5_codec.h"
 #include "fabric/pt5_codec_detail.h"
 #include "fabric/status.h"
@@ -14,21 +15,21 @@
 namespace tfmbs::fabric::pt5 {
 namespace {
 
-using detail::Isa;
-
 struct Impl {
   std::string name;
   void (*encode)(const int8_t*, size_t, uint8_t*);
   void (*decode)(const uint8_t*, size_t, int8_t*);
 };
 
-// Every implementation this CPU can run (scalar and the dispatcher always).
+// Every implementation this CPU can run: one per supported level (scalar
+// first) and the dispatcher.
 std::vector<Impl> impls() {
-  std::vector<Impl> v = {{"scalar", detail::encode_scalar, detail::decode_scalar},
-                         {"dispatch", pt5::encode, pt5::decode}};
-  if (detail::cpu_supports(Isa::Avx2)) v.push_back({"avx2", detail::encode_avx2, detail::decode_avx2});
-  if (detail::cpu_supports(Isa::Avx512))
-    v.push_back({"avx512", detail::encode_avx512, detail::decode_avx512});
+  std::vector<Impl> v;
+  for (Isa isa : supported_isas()) {
+    const detail::Codec c = detail::codec(isa);
+    v.push_back({isa_name(isa), c.encode, c.decode});
+  }
+  v.push_back({"dispatch", pt5::encode, pt5::decode});
   return v;
 }
 
@@ -60,13 +61,10 @@ std::string error_of(Fn fn) {
 }
 
 TEST(Pt5Codec, ReportsIsas) {
-  EXPECT_TRUE(detail::cpu_supports(Isa::Scalar));
-  EXPECT_TRUE(detail::cpu_supports(detail::active_isa()));
   std::string names;
   for (const Impl& i : impls()) names += i.name + " ";
   RecordProperty("implementations", names);
-  std::printf("PT-5 implementations tested: %s(dispatch -> %s)\n", names.c_str(),
-              detail::isa_name(detail::active_isa()));
+  std::printf("PT-5 implementations tested: %s(dispatch -> %s)\n", names.c_str(), isa_name(best_isa()));
 }
 
 TEST(Pt5Codec, SpecAnchors) {

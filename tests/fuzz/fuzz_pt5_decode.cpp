@@ -7,6 +7,7 @@
 #include <string>
 #include <vector>
 
+#include "fabric/cpu_features.h"
 #include "fabric/pt5_codec.h"
 #include "fabric/pt5_codec_detail.h"
 #include "fabric/status.h"
@@ -33,10 +34,11 @@ using EncodeFn = void (*)(const int8_t*, size_t, uint8_t*);
 
 std::vector<std::pair<DecodeFn, EncodeFn>> simd_impls() {
   std::vector<std::pair<DecodeFn, EncodeFn>> v;
-  if (pt5::detail::cpu_supports(pt5::detail::Isa::Avx2))
-    v.push_back({pt5::detail::decode_avx2, pt5::detail::encode_avx2});
-  if (pt5::detail::cpu_supports(pt5::detail::Isa::Avx512))
-    v.push_back({pt5::detail::decode_avx512, pt5::detail::encode_avx512});
+  for (tfmbs::fabric::Isa isa : tfmbs::fabric::supported_isas()) {
+    if (isa == tfmbs::fabric::Isa::Scalar) continue;  // the reference
+    const pt5::detail::Codec c = pt5::detail::codec(isa);
+    v.push_back({c.decode, c.encode});
+  }
   v.push_back({pt5::decode, pt5::encode});
   return v;
 }

@@ -1,0 +1,132 @@
+// The run-time check of the SIMD levels. The feature lists come from the
+// build (TFMBS_AVX2_FEATURES / TFMBS_AVX512_FEATURES, csrc/fabric/
+// CMakeLists.txt), the same lists the levels' files are compiled with.
+#include "fabric/cpu_features.h"
+
+#include <string_view>
+
+#if !defined(TFMBS_AVX2_FEATURES) || !defined(TFMBS_AVX512_FEATURES)
+#error "cpu_features.cpp needs TFMBS_AVX2_FEATURES and TFMBS_AVX512_FEATURES from csrc/fabric/CMakeLists.txt"
+#endif
+
+namespace tfmbs::fabric {
+namespace {
+
+constexpr const char* kAvx2Features = TFMBS_AVX2_FEATURES;
+constexpr const char* kAvx512Features = TFMBS_AVX512_FEATURES;
+
+// Every feature name the lists may hold (a new name needs an entry here:
+// the static_asserts below say so). __builtin_cpu_supports takes only a
+// string literal, hence one entry, and one literal, per name.
+struct Feature {
+  std::string_view name;
+  bool (*present)();
+};
+
+#if defined(__x86_64__) || defined(__i386__)
+#define TFMBS_FEATURE(name) Feature{name, [] { return __builtin_cpu_supports(name) != 0; }}
+#else
+#define TFMBS_FEATURE(name) Feature{name, [] { return false; }}
+#endif
+
+constexpr Feature kFeatures[] = {
+    TFMBS_FEATURE("avx2"),     TFMBS_FEATURE("fma"),
+    TFMBS_FEATURE("avx512f"),  TFMBS_FEATURE("avx512bw"),
+    TFMBS_FEATURE("avx512vl"), TFMBS_FEATURE("avx512vnni"),
+    TFMBS_FEATURE("avx512vbmi"),
+};
+#undef TFMBS_FEATURE
+
+constexpr const Feature* find_feature(std::string_view name) {
+  for (const Feature& f : kFeatures)
+    if (f.name == name) return &f;
+  return nullptr;
+}
+
+// Calls fn(name) for each space-separated name of a list; false as soon as
+// fn returns false.
+template <class Fn>
+constexpr bool all_of_list(std::string_view list, Fn fn) {
+  while (!list.empty()) {
+    const size_t space = list.find(' ');
+    const std::string_view name = list.substr(0, space);
+    if (!name.empty() && !fn(name)) return false;
+    list = space == std::string_view::npos ? std::string_view{} : list.substr(space + 1);
+  }
+  return true;
+}
+
+constexpr bool all_known(std::string_view list) {
+  return all_of_list(list, [](std::string_view n) { return find_feature(n) != nullptr; });
+}
+// A name without an entry above could not be checked: fail the build.
+static_assert(all_known(kAvx2Features), "TFMBS_AVX2_FEATURES names a feature cpu_features.cpp cannot check");
+static_assert(all_known(kAvx512Features), "TFMBS_AVX512_FEATURES names a feature cpu_features.cpp cannot check");
+
+[[maybe_unused]] bool list_present(std::string_view list) {
+  return all_of_list(list, [](std::string_view n) { return find_feature(n)->present(); });
+}
+
+// Bit i: level i is supported.
+unsigned probe() {
+  unsigned mask = 1u << static_cast<unsigned>(Isa::Scalar);
+#if defined(__x86_64__) || defined(__i386__)
+  // Normally done by a runtime-library constructor; repeated in case this
+  // runs from another static initializer first.
+  __builtin_cpu_init();
+  if (list_present(kAvx2Features)) mask |= 1u << static_cast<unsigned>(Isa::Avx2);
+  if (list_present(kAvx512Features)) mask |= 1u << static_cast<unsigned>(Isa::Avx512);
+#endif
+  return mask;
+}
+
+unsigned supported_mask() {
+  static const unsigned mask = probe();
+  return mask;
+}
+
+constexpr Isa kAllIsas[] = {Isa::Scalar, Isa::Avx2, Isa::Avx512};
+
+}  // namespace
+
+const char* isa_name(Isa isa) {
+  switch (isa) {
+    case Isa::Scalar: return "scalar";
+    case Isa::Avx2: return "avx2";
+    case Isa::Avx512: return "avx512";
+  }
+  return "unknown";
+}
+
+const char* isa_features(Isa isa) {
+  switch (isa) {
+    case Isa::Scalar: return "";
+    case Isa::Avx2: return kAvx2Features;
+    case Isa::Avx512: return kAvx512Features;
+  }
+  return "";
+}
+
+bool cpu_supports(Isa isa) {
+  const auto bit = static_cast<unsigned>(isa);
+  return bit < 8 * sizeof(unsigned) && (supported_mask() >> bit & 1u) != 0;
+}
+
+Isa best_isa() {
+  static const Isa best = [] {
+    Isa b = Isa::Scalar;
+    for (Isa isa : kAllIsas)
+      if (cpu_supports(isa)) b = isa;
+    return b;
+  }();
+  return best;
+}
+
+std::vector<Isa> supported_isas() {
+  std::vector<Isa> out;
+  for (Isa isa : kAllIsas)
+    if (cpu_supports(isa)) out.push_back(isa);
+  return out;
+}
+
+}  // namespace tfmbs::fabric
