@@ -27,7 +27,7 @@ def formula(x, trits, scale, bias, act_mode):
     m, k = trits.shape
     x2 = x.reshape(-1, k).float()
     s = scale.float().reshape(-1) if scale.numel() > 1 else scale.float().reshape(())
-    if act_mode == "none":
+    if act_mode == "fp32":
         y = F.linear(x2, trits.float() * (s.reshape(-1, 1) if s.dim() else s))
     else:
         q, tok = quant.quantize_activations(x2, act_mode)
@@ -65,14 +65,14 @@ def test_none_mode_close_to_f_linear(m, k):
     trits, scale, packed, bias = make_layer(m, k, per_channel=True)
     x = torch.randn(9, k)
     ref = F.linear(x, trits.float() * scale.reshape(-1, 1), bias)
-    y_cpu = op(x, packed, scale, bias, m, k, "pt5", "none")
-    y_dev = op(x.to("tfmbs"), packed.to("tfmbs"), scale.to("tfmbs"), bias.to("tfmbs"), m, k, "pt5", "none")
+    y_cpu = op(x, packed, scale, bias, m, k, "pt5", "fp32")
+    y_dev = op(x.to("tfmbs"), packed.to("tfmbs"), scale.to("tfmbs"), bias.to("tfmbs"), m, k, "pt5", "fp32")
     torch.testing.assert_close(y_cpu, ref, rtol=1e-5, atol=1e-5 * ref.abs().max().item())
     # the CPU kernel replays the fp32 lanes' bank order, so the two agree exactly
     assert torch.equal(y_dev.cpu(), y_cpu)
 
 
-@pytest.mark.parametrize("act_mode", ["int8", "ternary", "none"])
+@pytest.mark.parametrize("act_mode", ["int8", "ternary", "fp32"])
 @pytest.mark.parametrize("m,k", [(7, 3), (17, 61), (61, 15), (31, 130)])
 def test_fast_engine_equals_reference_engine_with_counters(act_mode, m, k):
     trits, scale, packed, bias = make_layer(m, k, seed=5, per_channel=True)

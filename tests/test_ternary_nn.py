@@ -28,8 +28,8 @@ def test_drop_in_for_linear():
     assert y.shape == (3, 5, 7)
     assert torch.equal(y, reference_linear(x, m.weight, m.bias))
     lin = nn.Linear(20, 7)
-    t = TFMBSLinear.from_linear(lin, act_mode="none")
-    assert t.weight is lin.weight and t.bias is lin.bias and t.act_mode == "none"
+    t = TFMBSLinear.from_linear(lin, act_mode="fp32")
+    assert t.weight is lin.weight and t.bias is lin.bias and t.act_mode == "fp32"
     with pytest.raises(ValueError, match="act_mode"):
         TFMBSLinear(3, 4, act_mode="int4")
     with pytest.raises(TypeError, match="nn.Linear"):
@@ -151,11 +151,11 @@ def test_convert_replaces_reports_and_leaves_original():
     x = torch.randn(5, 10)
     with torch.no_grad():
         assert conv(x).shape == (5, 3)
-    conv2, _ = torch_tfmbs.convert(model, device="tfmbs", act_mode="none")
+    conv2, _ = torch_tfmbs.convert(model, device="tfmbs", act_mode="fp32")
     with torch.no_grad():
         y = conv2(x.to("tfmbs"))
     assert y.device.type == "tfmbs"
-    conv3, _ = torch_tfmbs.convert(model.to("cpu"), act_mode="none")
+    conv3, _ = torch_tfmbs.convert(model.to("cpu"), act_mode="fp32")
     with torch.no_grad():
         assert torch.equal(y.cpu(), conv3(x))
 

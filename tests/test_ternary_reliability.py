@@ -282,12 +282,12 @@ def op(x, packed, scale, bias, m, k, act_mode):
 
 @pytest.mark.parametrize("device", DEVICES)
 def test_scale_gradient_hand_computed(device):
-    # trits [[1, -1], [0, 1]], x = [1, 2]: acc = [1 - 2, 2] = [-1, 2] ("none": y = acc * scale)
+    # trits [[1, -1], [0, 1]], x = [1, 2]: acc = [1 - 2, 2] = [-1, 2] ("fp32": y = acc * scale)
     packed = quant.pack_pt5(torch.tensor([[1, -1], [0, 1]], dtype=torch.int8)).to(device)
     x = torch.tensor([[1.0, 2.0]]).to(device)
     # one scale: dy/ds = sum(g * acc) = 1 * -1 + 1 * 2 = 1
     s = torch.tensor(0.5, requires_grad=True)  # a 0-dim CPU scale is accepted with tfmbs input
-    y = op(x, packed, s, None, 2, 2, "none")
+    y = op(x, packed, s, None, 2, 2, "fp32")
     assert y.cpu().tolist() == [[-0.5, 1.0]]
     y.backward(torch.tensor([[1.0, 1.0]]).to(device))
     assert s.grad.shape == () and s.grad.item() == 1.0
@@ -295,14 +295,14 @@ def test_scale_gradient_hand_computed(device):
     s = torch.tensor([0.5, 2.0]).to(device).requires_grad_()
     b = torch.tensor([0.25, -1.0]).to(device).requires_grad_()
     xg = x.clone().requires_grad_()
-    op(xg, packed, s, b, 2, 2, "none").backward(torch.tensor([[3.0, 1.0]]).to(device))
+    op(xg, packed, s, b, 2, 2, "fp32").backward(torch.tensor([[3.0, 1.0]]).to(device))
     assert s.grad.device.type == device and s.grad.cpu().tolist() == [-3.0, 2.0]
     assert b.grad.cpu().tolist() == [3.0, 1.0]
     # dx = g @ (trits * s) = [3, 1] @ [[0.5, -0.5], [0, 2]] = [1.5, 0.5]
     assert xg.grad.cpu().tolist() == [[1.5, 0.5]]
     # a zero scale has a gradient too (no division by the scale)
     s0 = torch.zeros(2).to(device).requires_grad_()
-    op(x, packed, s0, None, 2, 2, "none").backward(torch.tensor([[3.0, 1.0]]).to(device))
+    op(x, packed, s0, None, 2, 2, "fp32").backward(torch.tensor([[3.0, 1.0]]).to(device))
     assert s0.grad.cpu().tolist() == [-3.0, 2.0]
 
 

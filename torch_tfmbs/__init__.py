@@ -55,7 +55,8 @@ _register()
 torch._C._set_multithreading_enabled(False)
 
 
-# Ternary linear layers on the fabric (issue 6).
+# Ternary linear layers on the fabric: quantization and packing, TFMBSLinear,
+# convert() / fabric_linear(), and views of the ternary ops' state.
 from . import quant, nn  # noqa: E402,F401
 from .convert import (ConvertReport, convert, fabric_linear, fabric_linear_enabled,  # noqa: E402,F401
                       set_fabric_linear)

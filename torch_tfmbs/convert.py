@@ -1,15 +1,16 @@
 """Putting a model's linear layers on the fabric.
 
 Two ways:
-  * convert(model): module replacement (nn.Linear -> TFMBSLinear), with the
-    lifecycle of seed 001 (TT-Symbiote): from_torch -> preprocess_weights ->
+  * convert(model): module replacement (nn.Linear -> TFMBSLinear), with
+    TT-Symbiote's layer lifecycle: from_torch -> preprocess_weights ->
     move_weights_to_device (and move_weights_to_host / deallocate_weights
     for the way back). A layer whose replacement fails keeps its original
     module, with a warning naming it (or an error, if asked).
   * fabric_linear() / set_fabric_linear(True): no replacement at all;
     F.linear calls on tfmbs tensors are routed through tfmbs::ternary_linear.
     Each weight is ternarized and packed on first use, cached (as a resident
-    frame on the device), and repacked only when it changes (its version).
+    frame on the device), and repacked only when it changes (a new version
+    or a new storage).
 """
 import contextlib
 import copy
@@ -170,13 +171,10 @@ class _FabricLinearMode(TorchFunctionMode):
 
     def __init__(self, act_mode="int8", packing="pt5", method="absmean", per_channel=False):
         super().__init__()
-        if act_mode not in quant.ACT_MODES:
-            raise ValueError(f"fabric_linear: act_mode={act_mode!r} is not one of {quant.ACT_MODES}")
-        if packing not in quant.PACKINGS:
-            raise ValueError(f"fabric_linear: packing={packing!r} is not one of {quant.PACKINGS}")
-        if method not in quant.METHODS:
-            raise ValueError(f"fabric_linear: method={method!r} is not one of {quant.METHODS}")
-        self.act_mode, self.packing, self.method, self.per_channel = act_mode, packing, method, per_channel
+        self.act_mode = quant.check_act_mode(act_mode, "fabric_linear")
+        self.packing = quant.check_packing(packing, "fabric_linear")
+        self.method = quant.check_method(method, "fabric_linear")
+        self.per_channel = per_channel
 
     def __torch_function__(self, func, types, args=(), kwargs=None):
         kwargs = kwargs or {}

@@ -4,6 +4,7 @@ import contextlib
 import torch
 
 from . import _C
+from ._device_index import index as _index
 from .memory import (  # noqa: F401
     empty_cache,
     max_memory_allocated,
@@ -42,18 +43,6 @@ def device_count():
 
 def current_device():
     return _C.current_device()
-
-
-def _index(device):
-    """The index of `device` (None: current; int, "tfmbs:1", torch.device)."""
-    if device is None:
-        return _C.current_device()
-    if isinstance(device, (str, torch.device)):
-        device = torch.device(device)
-        if device.type != "tfmbs":
-            raise ValueError(f"expected a tfmbs device, got {device}")
-        return _C.current_device() if device.index is None else _C.check_device(device.index)
-    return _C.check_device(int(device))
 
 
 def set_device(device):

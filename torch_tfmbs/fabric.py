@@ -5,15 +5,12 @@ device accumulated since the last reset_profile(); cycles come from the
 fabric's cycle model (see csrc/fabric/telemetry.h), not from wall time, so
 they are deterministic.
 """
+import torch
+
 from . import _C
+from ._device_index import index as _index
 
-LANES = 15
-
-
-def _index(device):
-    from .device import _index as index
-
-    return index(device)
+LANES = 15  # per tile: kLanesPerTile of csrc/fabric/telemetry.h
 
 
 def _lane_sums(counters, key):
@@ -25,7 +22,11 @@ def _lane_sums(counters, key):
 
 
 def profile(device=None):
-    """{"cycles", "utilization", "skips": per-lane skips summed over tiles}."""
+    """{"cycles", "utilization", "skips": per-lane skips summed over tiles}.
+
+    "utilization" is the fabric spec's register of that name: active
+    lane-cycles, i.e. multiply-accumulates done (a count, not a ratio);
+    profile_detailed()'s "lane_utilization" is the ratio."""
     acc = _C.telemetry(_index(device))["accumulated"]
     return {"cycles": acc["cycles"], "utilization": acc["utilization"],
             "skips": _lane_sums(acc, "skips")}
@@ -84,8 +85,6 @@ def tgemm(weight, x, activations="int8", engine="fast"):
     and adds the op's counters to the device's telemetry. Frames are built
     per call: for a resident layer use torch_tfmbs.nn.TFMBSLinear.
     """
-    import torch
-
     return torch.ops.tfmbs.fabric_tgemm(weight, x, activations, engine)
 
 

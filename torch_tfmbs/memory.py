@@ -8,12 +8,7 @@ only resolves devices and formats.
 import torch
 
 from . import _C
-
-
-def _index(device):
-    from .device import _index as index
-
-    return index(device)
+from ._device_index import index as _index
 
 
 def memory_stats(device=None):

@@ -16,6 +16,7 @@ import torch
 from torch import nn
 
 from . import quant
+from .quant import dequantize
 from .ternary import linear_grads
 
 __all__ = ["TFMBSLinear", "TFMBSLinearFunction", "ternary_linear", "dequantize"]
@@ -23,16 +24,9 @@ __all__ = ["TFMBSLinear", "TFMBSLinearFunction", "ternary_linear", "dequantize"]
 
 def ternary_linear(x, packed_weight, scale, bias, out_features, in_features, packing="pt5",
                    act_mode="int8"):
-    """torch.ops.tfmbs.ternary_linear (see csrc/aten/TernaryOps.cpp)."""
+    """torch.ops.tfmbs.ternary_linear (see csrc/aten/native/TernaryLinear.h)."""
     return torch.ops.tfmbs.ternary_linear(x, packed_weight, scale, bias, out_features, in_features,
                                           packing, act_mode)
-
-
-def dequantize(packed, scale, out_features, in_features, packing="pt5"):
-    """trits * scale as an fp32 [out, in] tensor on packed's device."""
-    trits = quant.unpack(packed, out_features * in_features, packing).view(out_features, in_features)
-    s = scale.float()
-    return trits.float() * (s.reshape(-1, 1) if s.numel() > 1 else s.reshape(()))
 
 
 class _TernaryLinearSTE(torch.autograd.Function):
@@ -65,7 +59,8 @@ class _TernaryLinearSTE(torch.autograd.Function):
         return grad_x, grad_w, grad_b, None, grad_scale, None, None, None, None
 
 
-# The origin's name for the autograd function (seed 000):
+# The origin design's name for the autograd function, kept for code written
+# against it:
 # TFMBSLinearFunction.apply(x, latent_weight_or_None, bias, packed, scale,
 #                           out_features, in_features, packing, act_mode)
 TFMBSLinearFunction = _TernaryLinearSTE
@@ -101,7 +96,8 @@ class TFMBSLinear(nn.Linear):
 
     Extra keyword arguments:
       act_mode     "int8" (per-token absmax, BitNet b1.58; default),
-                   "ternary" (sign activations), "none" (fp activations)
+                   "ternary" (sign activations), "fp32" (float activations;
+                   "none" is its deprecated name)
       packing      "pt5" (default) or "t2b"
       method, per_channel  how ternarize() quantizes the latent weight
       store_packed state_dict() holds packed_weight + weight_scale (+ bias)
@@ -129,13 +125,9 @@ class TFMBSLinear(nn.Linear):
                  act_mode="int8", packing="pt5", method="absmean", per_channel=False,
                  store_packed=False):
         super().__init__(in_features, out_features, bias=bias, device=device, dtype=dtype)
-        if act_mode not in quant.ACT_MODES:
-            raise ValueError(f"TFMBSLinear: act_mode={act_mode!r} is not one of {quant.ACT_MODES}")
-        if packing not in quant.PACKINGS:
-            raise ValueError(f"TFMBSLinear: packing={packing!r} is not one of {quant.PACKINGS}")
-        if method not in quant.METHODS:
-            raise ValueError(f"TFMBSLinear: method={method!r} is not one of {quant.METHODS}")
-        self.act_mode, self.packing, self.method = act_mode, packing, method
+        self.act_mode = quant.check_act_mode(act_mode, "TFMBSLinear")
+        self.packing = quant.check_packing(packing, "TFMBSLinear")
+        self.method = quant.check_method(method, "TFMBSLinear")
         self.per_channel, self.store_packed = per_channel, store_packed
         self.register_buffer("packed_weight", None, persistent=False)
         self.register_buffer("weight_scale", None, persistent=False)
@@ -156,7 +148,9 @@ class TFMBSLinear(nn.Linear):
         new.train(linear.training)
         return new
 
-    # seed 001's lifecycle names
+    # convert() drives a replacement through the lifecycle names of
+    # TT-Symbiote (Tenstorrent's module replacement): from_torch ->
+    # preprocess_weights -> move_weights_to_device, and back.
     from_torch = from_linear
 
     def preprocess_weights(self):

@@ -1,6 +1,7 @@
 """Random state of tfmbs devices: one CPU-algorithm generator per device, so a
 seeded tfmbs generator gives the numbers a seeded CPU generator gives."""
 from . import _C
+from ._device_index import index as _index
 
 _generators = {}
 
@@ -13,8 +14,6 @@ def default_generators():
 
 
 def _generator(device=None):
-    from .device import _index
-
     return default_generators()[_index(device)]
 
 

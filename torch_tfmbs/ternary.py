@@ -1,10 +1,14 @@
 """Small Python views of the ternary ops' state: the fabric telemetry the
 ternary_linear calls add to, the resident frame cache, and which fabric
 engine runs them (the fast SIMD engine, or the lane-level reference engine
-that defines correct results - for tests)."""
+that defines correct results - for tests). Also the autograd formula of
+tfmbs::ternary_linear, registered on import."""
 import contextlib
 
 import torch
+
+from . import fabric
+from .quant import dequantize
 
 __all__ = ["fabric_telemetry", "frame_cache_info", "linear_engine"]
 
@@ -14,8 +18,6 @@ def fabric_telemetry(device=None):
     compute/burst-wait cycles, MACs, skips, active lane-cycles, residency,
     evictions, ratios): torch_tfmbs.fabric.profile_detailed() summed over
     lanes, for code that wants one number per counter."""
-    from . import fabric
-
     d = fabric.profile_detailed(device)
     return {"ops": d["fabric_ops"], "cycles": d["cycles"], "compute_cycles": d["compute_cycles"],
             "burst_wait_cycles": d["burst_wait_cycles"], "utilization": d["utilization"],
@@ -56,7 +58,6 @@ def linear_grads(grad_y, x_shape, x_dtype, x, packed, scale, out_features, in_fe
     dy/dscale[r] is the op's own output with scale 1 and no bias: computed
     by rerunning the op rather than dividing y by scale (undefined at 0).
     `x` is only read for the scale's gradient."""
-    from .nn import dequantize
     g = grad_y.reshape(-1, out_features).float()
     grad_x = grad_scale = grad_b = None
     if need_x:
