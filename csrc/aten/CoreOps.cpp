@@ -86,7 +86,8 @@ at::Tensor& set_tensor(at::Tensor& self, const at::Tensor& source) {
 at::Tensor& set_empty(at::Tensor& self) {
   c10::Storage empty(c10::Storage::use_byte_size_t(), 0, tfmbs_allocator()->allocate(0),
                      tfmbs_allocator(), /*resizable=*/true);
-  return set_source_storage(self, std::move(empty), 0, {0}, {});
+  // A fresh storage nobody else holds: nothing is shared, so not marked.
+  return at::native::set_storage_cpu_(self, std::move(empty), 0, {0}, {});
 }
 
 // Tensor.copy_ sends every copy that touches a tfmbs tensor here (src is
