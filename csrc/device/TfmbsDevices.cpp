@@ -131,9 +131,9 @@ void check_not_forked() {
   TORCH_CHECK(!in_bad_fork(),
               "tfmbs: cannot use tfmbs tensors in a forked subprocess (the parent process "
               "already holds tfmbs memory, which the child only sees as a stale copy). To use "
-              "tfmbs with multiprocessing, you must use the 'spawn' start method; with a "
-              "DataLoader, keep the dataset on the CPU and move each batch to tfmbs in the main "
-              "process (or pass multiprocessing_context='spawn').");
+              "tfmbs in worker processes, you must use the 'spawn' start method and create their "
+              "tfmbs tensors there; a DataLoader should keep its dataset on the CPU (or use "
+              "num_workers=0) and move each batch to tfmbs in the main process.");
 }
 
 c10::DeviceIndex device_of_pointer(const void* ptr) {
