@@ -56,9 +56,8 @@ void check_allocated(const at::Tensor& tensor) {
 
 at::Tensor CpuAliases::operator()(const at::Tensor& device_tensor) {
   check_allocated(device_tensor);
-  const c10::TensorImpl* tensor = device_tensor.unsafeGetTensorImpl();
   for (const auto& [device, alias] : tensors_) {
-    if (device == tensor) return alias;
+    if (device.is_same(device_tensor)) return alias;
   }
   const c10::StorageImpl* impl = device_tensor.storage().unsafeGetStorageImpl();
   const c10::Storage* storage = nullptr;
@@ -69,7 +68,7 @@ at::Tensor CpuAliases::operator()(const at::Tensor& device_tensor) {
     storages_.emplace_back(impl, cpu_storage_over(device_tensor.storage()));
     storage = &storages_.back().second;
   }
-  tensors_.emplace_back(tensor, alias_over(*storage, device_tensor));
+  tensors_.emplace_back(device_tensor, alias_over(*storage, device_tensor));
   return tensors_.back().second;
 }
 

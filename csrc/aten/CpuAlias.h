@@ -25,10 +25,12 @@ void check_allocated(const at::Tensor& tensor);
 class CpuAliases {
  public:
   at::Tensor operator()(const at::Tensor& device_tensor);
+  // Each device tensor seen, with its CPU view, once.
+  const std::vector<std::pair<at::Tensor, at::Tensor>>& pairs() const { return tensors_; }
 
  private:
   std::vector<std::pair<const c10::StorageImpl*, c10::Storage>> storages_;
-  std::vector<std::pair<const c10::TensorImpl*, at::Tensor>> tensors_;
+  std::vector<std::pair<at::Tensor, at::Tensor>> tensors_;  // (device tensor, CPU view)
 };
 
 // A CPU view of one device tensor (for a kernel with one device operand, or

@@ -73,8 +73,7 @@ struct GeneratorSwap {
 
 struct Prepared {
   c10::DeviceIndex device = -1;
-  CpuAliases cpu_aliases;
-  std::vector<std::pair<at::Tensor, at::Tensor>> aliases;  // (original, alias)
+  CpuAliases cpu_aliases;  // the device tensors among the arguments and their CPU views
   std::vector<GeneratorSwap> generators;
   bool cpu_tensor = false;  // a non-scalar CPU tensor among the arguments
 };
@@ -97,11 +96,7 @@ void check_same_device(const at::Tensor& t, Prepared& prepared, bool allow_cpu) 
 at::Tensor alias_if_device(const at::Tensor& t, Prepared& prepared, bool allow_cpu = false) {
   check_same_device(t, prepared, allow_cpu);
   if (!t.defined() || t.device().type() != kTfmbs) return t;
-  at::Tensor alias = prepared.cpu_aliases(t);
-  bool seen = false;
-  for (const auto& [original, known] : prepared.aliases) seen = seen || known.is_same(alias);
-  if (!seen) prepared.aliases.emplace_back(t, alias);
-  return alias;
+  return prepared.cpu_aliases(t);
 }
 
 GeneratorSwap swap_for_cpu(at::Generator device_generator) {
@@ -160,7 +155,7 @@ void prepare_arguments(const c10::FunctionSchema& schema, torch::jit::Stack& sta
 // else (rare: e.g. a cached CPU constant) is copied into the pool.
 at::Tensor to_device(const at::Tensor& result, const Prepared& prepared) {
   if (!result.defined() || result.device().type() != c10::kCPU) return result;
-  for (const auto& [original, alias] : prepared.aliases) {
+  for (const auto& [original, alias] : prepared.cpu_aliases.pairs()) {
     if (result.is_same(alias)) return original;
     if (result.storage().is_alias_of(alias.storage())) {
       return device_view(original.storage(), result, result.dtype());
@@ -171,7 +166,7 @@ at::Tensor to_device(const at::Tensor& result, const Prepared& prepared) {
 
 std::string describe_shapes(const Prepared& prepared) {
   std::string text;
-  for (const auto& [original, alias] : prepared.aliases) {
+  for (const auto& [original, alias] : prepared.cpu_aliases.pairs()) {
     if (!text.empty()) text += ", ";
     text += c10::str(original.sizes());
   }
@@ -203,7 +198,7 @@ void tfmbs_cpu_fallback(const c10::OperatorHandle& op, torch::jit::Stack* stack)
       log.record.shapes = std::move(shapes);
       log.record.engine = "host";
       log.record.device = device;
-      for (const auto& [original, alias] : prepared.aliases) {
+      for (const auto& [original, alias] : prepared.cpu_aliases.pairs()) {
         log.record.bytes += static_cast<uint64_t>(original.numel() * original.element_size());
       }
     }
@@ -213,7 +208,7 @@ void tfmbs_cpu_fallback(const c10::OperatorHandle& op, torch::jit::Stack* stack)
     swap.device_generator.set_state(swap.cpu_generator.get_state());
   }
   // Mutated arguments (in-place and out=) must show the kernel's changes.
-  for (const auto& [original, alias] : prepared.aliases) {
+  for (const auto& [original, alias] : prepared.cpu_aliases.pairs()) {
     if (original.storage().data() != alias.storage().data() ||
         original.sizes() != alias.sizes() || original.strides() != alias.strides() ||
         original.storage_offset() != alias.storage_offset()) {
