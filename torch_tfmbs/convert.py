@@ -7,15 +7,22 @@ Two ways:
     for the way back). A layer whose replacement fails keeps its original
     module, with a warning naming it (or an error, if asked).
   * fabric_linear() / set_fabric_linear(True): no replacement at all;
-    F.linear calls on tfmbs tensors are routed through tfmbs::ternary_linear.
-    Each weight is ternarized and packed on first use, cached (as a resident
-    frame on the device), and repacked only when it changes (a new version
-    or a new storage).
+    F.linear calls on tfmbs tensors are routed through tfmbs::ternary_linear,
+    and so is torch.addmm(bias, x, w) with a 2-D weight w [in, out] (the
+    dense linear of transformers' Conv1D, GPT-2's layers). Each weight is
+    ternarized and packed on first use, cached (as a resident frame on the
+    device), and repacked only when it changes (a new version or a new
+    storage).
+
+transformers' Conv1D (weight [in, out], the transpose of nn.Linear's) is
+in convert()'s default mapping when transformers is loaded: it becomes a
+TFMBSLinear holding the transposed weight.
 """
 import contextlib
 import copy
 import dataclasses
 import fnmatch
+import sys
 import warnings
 
 import torch
@@ -78,11 +85,23 @@ def _set_submodule(model, name, module):
     setattr(model.get_submodule(parent_name), child_name, module)
 
 
+def _default_mapping():
+    mapping = {nn.Linear: TFMBSLinear}
+    # A model holding a Conv1D has loaded transformers.pytorch_utils; looking
+    # it up in sys.modules keeps `import torch_tfmbs` from importing
+    # transformers (slow, and optional).
+    conv1d = getattr(sys.modules.get("transformers.pytorch_utils"), "Conv1D", None)
+    if conv1d is not None:
+        mapping[conv1d] = TFMBSLinear  # TFMBSLinear.from_torch transposes its weight
+    return mapping
+
+
 def convert(model, mapping=None, exclude=(), inplace=False, *, device=None, keep_latent=False,
             errors="warn", **layer_kwargs):
     """Replaces the modules of `model` whose exact class is a key of `mapping`.
 
-    mapping: {module class: replacement class}, default {nn.Linear: TFMBSLinear}.
+    mapping: {module class: replacement class}, default {nn.Linear: TFMBSLinear},
+      plus {transformers' Conv1D: TFMBSLinear} when transformers is loaded.
       A replacement class provides from_torch(module, **layer_kwargs) and the
       lifecycle methods preprocess_weights(), move_weights_to_device(device),
       move_weights_to_host(), deallocate_weights().
@@ -108,7 +127,7 @@ def convert(model, mapping=None, exclude=(), inplace=False, *, device=None, keep
     """
     if errors not in ("warn", "raise"):
         raise ValueError(f"convert: errors={errors!r} must be 'warn' or 'raise'")
-    mapping = {nn.Linear: TFMBSLinear} if mapping is None else dict(mapping)
+    mapping = _default_mapping() if mapping is None else dict(mapping)
     exclude = (exclude,) if isinstance(exclude, (str, type)) else tuple(exclude)
     if not inplace:
         model = copy.deepcopy(model)
@@ -166,8 +185,19 @@ def convert(model, mapping=None, exclude=(), inplace=False, *, device=None, keep
 
 # ------------------------------------------------------------ fabric_linear
 
+_FLOATS = (torch.float32, torch.bfloat16, torch.float16)
+
+
+def _on_fabric(*tensors):
+    """All of `tensors` are real (not Fake) tfmbs tensors on one device."""
+    return (all(isinstance(t, torch.Tensor) and not isinstance(t, FakeTensor) for t in tensors)
+            and tensors[0].device.type == "tfmbs" and all(t.device == tensors[0].device for t in tensors))
+
+
 class _FabricLinearMode(TorchFunctionMode):
-    """Routes F.linear on tfmbs tensors through tfmbs::ternary_linear."""
+    """Routes F.linear, and torch.addmm(bias, x, w) with a 2-D weight (a
+    dense linear written as x @ w + bias, as transformers' Conv1D does), on
+    tfmbs tensors through tfmbs::ternary_linear."""
 
     def __init__(self, act_mode="int8", packing="pt5", method="absmean", per_channel=False):
         super().__init__()
@@ -182,35 +212,71 @@ class _FabricLinearMode(TorchFunctionMode):
             x = args[0] if args else kwargs.get("input")
             w = args[1] if len(args) > 1 else kwargs.get("weight")
             b = args[2] if len(args) > 2 else kwargs.get("bias")
-            if (isinstance(x, torch.Tensor) and isinstance(w, torch.Tensor) and x.device.type == "tfmbs"
-                    and w.device == x.device and w.dim() == 2 and x.dim() >= 1
-                    and x.dtype in (torch.float32, torch.bfloat16, torch.float16)
-                    and not isinstance(x, FakeTensor)):
+            if (_on_fabric(x, w) and w.dim() == 2 and x.dim() >= 1 and x.dtype in _FLOATS):
                 return _linear_on_fabric(x, w, b, self)
+        elif func is torch.addmm or func is torch.Tensor.addmm:
+            routed = _addmm_as_linear(args, kwargs)
+            if routed is not None:
+                return _linear_on_fabric(*routed, self, transposed=True)
         return func(*args, **kwargs)
 
 
-# weight -> (_PackedSource, config key, packed, scale); dies with the weight.
+def _addmm_as_linear(args, kwargs):
+    """(x, w, bias) if addmm(bias, x, w) is F.linear(x, w.t(), bias) on the
+    fabric, else None (left to torch, which also raises for bad operands).
+    Only beta = alpha = 1 and a bias per output column: that is all the
+    op's epilogue adds."""
+    names = ("input", "mat1", "mat2")
+    if len(args) > 3 or "out" in kwargs or any(k not in names + ("beta", "alpha") for k in kwargs):
+        return None
+    bias, x, w = (args[i] if i < len(args) else kwargs.get(n) for i, n in enumerate(names))
+    if kwargs.get("beta", 1) != 1 or kwargs.get("alpha", 1) != 1:
+        return None
+    if not (_on_fabric(x, w, bias) and x.dim() == 2 and w.dim() == 2 and x.dtype in _FLOATS
+            and w.dtype == x.dtype and bias.dtype == x.dtype and x.shape[1] == w.shape[0]):
+        return None
+    out = w.shape[1]
+    if bias.shape not in ((out,), (1, out)):
+        return None
+    return x, w, bias.reshape(out)
+
+
+# weight -> {config key: (_PackedSource, packed, scale)}; dies with the
+# weight. One entry per config, so a weight used both as F.linear's and as
+# addmm's (transposed) keeps both packings instead of repacking each call.
 _WEIGHT_CACHE = WeakIdKeyDictionary()
 
 
-def _packed_for(w, cfg):
-    ckey = (cfg.packing, cfg.method, cfg.per_channel)
-    hit = _WEIGHT_CACHE.get(w)
-    if hit is not None and hit[0].matches(w) and hit[1] == ckey:
-        return hit[2], hit[3]
+def _packed_for(w, cfg, transposed=False):
+    """The packed ternary form of w ([out, in]), or of w.t() if transposed
+    (w is then [in, out], addmm's layout)."""
+    ckey = (cfg.packing, cfg.method, cfg.per_channel, transposed)
+    entries = _WEIGHT_CACHE.get(w)
+    hit = entries.get(ckey) if entries is not None else None
+    # The source is w itself, transposed or not: it sees w's in-place writes.
+    if hit is not None and hit[0].matches(w):
+        return hit[1], hit[2]
     with torch.inference_mode(False), torch.no_grad():  # usable for training later
-        trits, scale = quant.ternarize(w, cfg.method, cfg.per_channel)
+        # Contiguous, so the ternarization (its absmean's summation order)
+        # is the one TFMBSLinear.from_torch's transposed copy gets.
+        src = w.t().contiguous() if transposed else w
+        trits, scale = quant.ternarize(src, cfg.method, cfg.per_channel)
         packed = quant.pack(trits, cfg.packing)
-        out, inp = w.shape
+        out, inp = src.shape
         torch.ops.tfmbs.prepare_frame(packed, out, inp, cfg.packing)
-    _WEIGHT_CACHE[w] = (_PackedSource(w), ckey, packed, scale)
+    # Entries of w's old values go: they would hold its old storage alive.
+    entries = {k: e for k, e in (entries or {}).items() if e[0].matches(w)}
+    entries[ckey] = (_PackedSource(w), packed, scale)
+    _WEIGHT_CACHE[w] = entries
     return packed, scale
 
 
-def _linear_on_fabric(x, w, b, cfg):
+def _linear_on_fabric(x, w, b, cfg, transposed=False):
+    """F.linear(x, w, b), or F.linear(x, w.t(), b) if transposed, on the fabric."""
+    packed, scale = _packed_for(w, cfg, transposed)
+    if transposed:
+        w = w.t()  # a view: the STE's weight gradient reaches w through it
     out, inp = w.shape
-    packed, scale = _packed_for(w, cfg)
     if _needs_grad(x, w, b):
         return _TernaryLinearSTE.apply(x, w, b, packed, scale, out, inp, cfg.packing, cfg.act_mode)
     return torch.ops.tfmbs.ternary_linear(x, packed, scale, b.detach() if b is not None else None,
@@ -219,8 +285,9 @@ def _linear_on_fabric(x, w, b, cfg):
 
 @contextlib.contextmanager
 def fabric_linear(act_mode="int8", packing="pt5", method="absmean", per_channel=False):
-    """Within the block, F.linear (hence nn.Linear) on tfmbs tensors runs on
-    the fabric with ternarized weights; other devices are untouched."""
+    """Within the block, F.linear (hence nn.Linear) and torch.addmm(bias, x, w)
+    with beta = alpha = 1 (hence transformers' Conv1D) on tfmbs tensors run
+    on the fabric with ternarized weights; other devices are untouched."""
     with _FabricLinearMode(act_mode, packing, method, per_channel):
         yield
 

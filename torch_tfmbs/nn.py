@@ -148,10 +148,33 @@ class TFMBSLinear(nn.Linear):
         new.train(linear.training)
         return new
 
+    @classmethod
+    def from_conv1d(cls, conv, **kwargs):
+        """A TFMBSLinear computing what transformers' Conv1D `conv` does
+        (x @ weight + bias, weight [in, out]): its weight is a transposed
+        copy of conv's, its bias is conv's own."""
+        w, nf = getattr(conv, "weight", None), getattr(conv, "nf", None)
+        if not (isinstance(w, torch.Tensor) and w.dim() == 2 and w.shape[1] == nf):
+            raise TypeError(f"TFMBSLinear.from_conv1d: expected a Conv1D (weight [nx, nf] and an "
+                            f"`nf` attribute), got {type(conv).__name__}")
+        # An nn.Linear stand-in for the layer, so from_linear stays the one way in.
+        with torch.device("meta"):
+            linear = nn.Linear(w.shape[0], nf, bias=conv.bias is not None, dtype=w.dtype)
+        linear.weight = nn.Parameter(w.detach().t().contiguous(), requires_grad=w.requires_grad)
+        linear.bias = conv.bias
+        linear.train(conv.training)
+        return cls.from_linear(linear, **kwargs)
+
     # convert() drives a replacement through the lifecycle names of
     # TT-Symbiote (Tenstorrent's module replacement): from_torch ->
     # preprocess_weights -> move_weights_to_device, and back.
-    from_torch = from_linear
+    @classmethod
+    def from_torch(cls, module, **kwargs):
+        """from_linear for an nn.Linear, from_conv1d for a Conv1D (recognised
+        by its `nf` attribute, not its class: transformers stays optional)."""
+        if not isinstance(module, nn.Linear) and hasattr(module, "nf"):
+            return cls.from_conv1d(module, **kwargs)
+        return cls.from_linear(module, **kwargs)
 
     def preprocess_weights(self):
         """Ternarizes and packs the latent weight if it changed since the last packing."""
