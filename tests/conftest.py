@@ -30,3 +30,15 @@ def clean_memory():
     torch.tfmbs.empty_cache()
     yield
     torch.tfmbs.empty_cache()
+
+
+def pytest_terminal_summary(terminalreporter):
+    """How much of the OpInfo sweep ran on tfmbs kernels (when it ran)."""
+    opinfo = sys.modules.get("test_opinfo")
+    if opinfo is None or not opinfo.FALLBACKS:
+        return
+    used = {name: ops for name, ops in opinfo.FALLBACKS.items() if ops}
+    aten = sorted(set().union(*used.values())) if used else []
+    terminalreporter.write_line(
+        f"OpInfo sweep: {len(opinfo.FALLBACKS) - len(used)} of {len(opinfo.FALLBACKS)} ops ran only "
+        f"tfmbs kernels; {len(used)} used the CPU fallback for {len(aten)} ATen ops: {', '.join(aten)}")

@@ -8,6 +8,8 @@ from torch.testing._internal.common_methods_invocations import op_db
 from torch.testing._internal.opinfo.core import SampleInput
 from torch.utils._pytree import tree_flatten, tree_unflatten
 
+import torch_tfmbs
+
 # Ops outside what a dense device backend offers (sparse layouts), or whose
 # samples draw random numbers inside the op in a device-dependent way.
 SKIP_PREFIXES = ("sparse.", "to_sparse", "nn.functional.dropout", "rand", "normal", "bernoulli",
@@ -18,6 +20,9 @@ OPS = [op for op in op_db
        if not op.name.startswith(SKIP_PREFIXES) and "nondeterministic" not in op.name
        and torch.float32 in op.supported_dtypes("cpu")]
 SAMPLES_PER_OP = 2
+# OpInfo name -> the ATen ops its tfmbs run sent through the CPU fallback
+# (empty: every op it called has a tfmbs kernel); conftest.py reports it.
+FALLBACKS = {}
 
 
 def _made(op, device):
@@ -71,6 +76,14 @@ def test_op_matches_cpu(op):
     cpu_samples = samples(op, "cpu")
     dev_samples = samples(op, "tfmbs")
     assert len(dev_samples) == len(cpu_samples) > 0
+    torch_tfmbs.reset_fallback_stats()
+    try:
+        run_samples(op, cpu_samples, dev_samples)
+    finally:
+        FALLBACKS[op.name] = set(torch_tfmbs.fallback_stats())
+
+
+def run_samples(op, cpu_samples, dev_samples):
     for cpu, dev in zip(cpu_samples, dev_samples):
         try:
             torch.manual_seed(1)

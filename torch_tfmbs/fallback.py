@@ -12,7 +12,8 @@ def reset_fallback_stats():
 
 
 def set_fallback_mode(mode):
-    """"allow" (silent), "warn" (once per op, the default) or "error"."""
+    """"allow" (silent), "warn" (the default: one line per process, at the first
+    op that falls back; setting the mode re-arms it) or "error"."""
     _C.set_fallback_mode(mode)
 
 

@@ -1,6 +1,7 @@
-// The ops a device must implement natively: allocation, views (the CPU
-// fallback cannot return aliases of device memory), copies between devices,
-// and scalar reads. Everything else runs through the CPU fallback.
+// The ops a device must implement itself: allocation, views (a CPU kernel
+// cannot return aliases of device memory), copies between devices, and
+// scalar reads. The dense ops are host kernels (HostOps.def); the rest run
+// through the CPU fallback.
 #include <ATen/EmptyTensor.h>
 #include <ATen/core/Tensor.h>
 #include <ATen/native/Resize.h>

@@ -85,12 +85,11 @@ at::Tensor device_view(const c10::Storage& storage, const at::Tensor& geometry,
 at::Tensor adopt_pool_tensor(const at::Tensor& cpu_result, c10::DeviceIndex device) {
   const c10::Storage& storage = cpu_result.storage();
   if (!storage || !is_pool_block(storage.data_ptr()) || storage.use_count() != 1) return {};
-  c10::DataPtr data = storage.unsafeGetStorageImpl()->set_data_ptr(
-      c10::DataPtr(nullptr, c10::Device(c10::kCPU)));
-  data.unsafe_set_device(c10::Device(c10::DeviceType::PrivateUse1, device));
-  c10::Storage device_storage(c10::Storage::use_byte_size_t(), storage.nbytes(), std::move(data),
-                              tfmbs_allocator(), /*resizable=*/true);
-  return device_view(device_storage, cpu_result, cpu_result.dtype());
+  // Nobody else holds the storage: it becomes the device's as it is.
+  c10::StorageImpl* impl = storage.unsafeGetStorageImpl();
+  impl->mutable_data_ptr().unsafe_set_device(c10::Device(c10::DeviceType::PrivateUse1, device));
+  impl->set_allocator(tfmbs_allocator());
+  return device_view(storage, cpu_result, cpu_result.dtype());
 }
 
 std::optional<at::Tensor> cpu_alias_optional(const std::optional<at::Tensor>& tensor) {

@@ -3,9 +3,9 @@
 #pragma once
 
 #include <ATen/core/Tensor.h>
+#include <c10/util/SmallVector.h>
 
 #include <utility>
-#include <vector>
 
 namespace tfmbs {
 
@@ -26,11 +26,11 @@ class CpuAliases {
  public:
   at::Tensor operator()(const at::Tensor& device_tensor);
   // Each device tensor seen, with its CPU view, once.
-  const std::vector<std::pair<at::Tensor, at::Tensor>>& pairs() const { return tensors_; }
+  const c10::SmallVectorImpl<std::pair<at::Tensor, at::Tensor>>& pairs() const { return tensors_; }
 
  private:
-  std::vector<std::pair<const c10::StorageImpl*, c10::Storage>> storages_;
-  std::vector<std::pair<at::Tensor, at::Tensor>> tensors_;  // (device tensor, CPU view)
+  c10::SmallVector<std::pair<const c10::StorageImpl*, c10::Storage>, 4> storages_;
+  c10::SmallVector<std::pair<at::Tensor, at::Tensor>, 4> tensors_;  // (device tensor, CPU view)
 };
 
 // A CPU view of one device tensor (for a kernel with one device operand, or

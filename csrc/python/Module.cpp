@@ -9,6 +9,7 @@
 
 #include "aten/CoreOps.h"
 #include "aten/CpuFallback.h"
+#include "aten/HostOps.h"
 #include "device/OpLog.h"
 #include "device/PoolCapture.h"
 #include "device/TfmbsAllocator.h"
@@ -113,6 +114,7 @@ PYBIND11_MODULE(_C, m) {
   });
   m.def("pool_info", [](int64_t index) { return pool_info(resolve_device(index)); });
   m.def("fallback_stats", &fallback_stats);
+  m.def("host_ops", &host_ops);
   m.def("reset_fallback_stats", &reset_fallback_stats);
   m.def("set_fallback_mode", [](const std::string& mode) {
     set_fallback_mode(parse_fallback_mode(mode, "fallback mode"));

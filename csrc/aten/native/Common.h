@@ -28,7 +28,9 @@ inline at::Tensor host(const at::Tensor& t) {
 // if a profiler is recording; the wall time is the scope's.
 class OpLogScope {
  public:
-  OpLogScope() : enabled_(op_log_enabled()), start_(std::chrono::steady_clock::now()) {}
+  OpLogScope() : enabled_(op_log_enabled()) {
+    if (enabled_) start_ = std::chrono::steady_clock::now();
+  }
   ~OpLogScope() {
     if (!enabled_ || record.op.empty()) return;
     record.wall_ns = static_cast<uint64_t>(
