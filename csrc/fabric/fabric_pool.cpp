@@ -13,17 +13,6 @@
 
 namespace tfmbs::fabric {
 
-void Stat::increase(int64_t n) {
-  current += n;
-  peak = std::max(peak, current);
-  allocated += n;
-}
-
-void Stat::decrease(int64_t n) {
-  current -= n;
-  freed += n;
-}
-
 namespace {
 
 size_t round_up(size_t n, size_t to) { return (n + to - 1) / to * to; }

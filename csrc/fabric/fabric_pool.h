@@ -5,6 +5,7 @@
 // release_cache() hands fully free segments back to the pool.
 #pragma once
 
+#include <algorithm>
 #include <array>
 #include <cstddef>
 #include <cstdint>
@@ -30,8 +31,15 @@ inline constexpr size_t kNumMemoryKinds = 2;
 // Same meaning as c10::CachingAllocator::Stat.
 struct Stat {
   int64_t current = 0, peak = 0, allocated = 0, freed = 0;
-  void increase(int64_t n);
-  void decrease(int64_t n);
+  void increase(int64_t n) {
+    current += n;
+    peak = std::max(peak, current);
+    allocated += n;
+  }
+  void decrease(int64_t n) {
+    current -= n;
+    freed += n;
+  }
   void reset_peak() { peak = current; }
   void reset_accumulated() { allocated = freed = 0; }
 };

@@ -122,12 +122,15 @@ void Telemetry::add_bytes_d2h(uint64_t n) { std::lock_guard<std::mutex> l(mutex_
 void Telemetry::add_residency_hit() { std::lock_guard<std::mutex> l(mutex_); ++state_.host.residency_hits; }
 void Telemetry::add_residency_miss() { std::lock_guard<std::mutex> l(mutex_); ++state_.host.residency_misses; }
 void Telemetry::add_eviction() { std::lock_guard<std::mutex> l(mutex_); ++state_.host.evictions; }
-void Telemetry::add_host_op() { std::lock_guard<std::mutex> l(mutex_); ++state_.host.host_ops; }
-void Telemetry::add_fallback_op() { std::lock_guard<std::mutex> l(mutex_); ++state_.host.fallback_ops; }
+void Telemetry::add_host_op() { host_ops_.fetch_add(1, std::memory_order_relaxed); }
+void Telemetry::add_fallback_op() { fallback_ops_.fetch_add(1, std::memory_order_relaxed); }
 
 TelemetrySnapshot Telemetry::snapshot() const {
   std::lock_guard<std::mutex> lock(mutex_);
-  return state_;
+  TelemetrySnapshot snapshot = state_;
+  snapshot.host.host_ops = host_ops_.load(std::memory_order_relaxed);
+  snapshot.host.fallback_ops = fallback_ops_.load(std::memory_order_relaxed);
+  return snapshot;
 }
 
 void Telemetry::reset() {
@@ -135,6 +138,8 @@ void Telemetry::reset() {
   state_ = TelemetrySnapshot{};
   state_.last_op = OpCounters(num_tiles_);
   state_.accumulated = OpCounters(num_tiles_);
+  host_ops_ = 0;
+  fallback_ops_ = 0;
 }
 
 }  // namespace tfmbs::fabric

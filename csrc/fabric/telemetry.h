@@ -47,6 +47,7 @@
 #pragma once
 
 #include <array>
+#include <atomic>
 #include <cstdint>
 #include <mutex>
 #include <string>
@@ -138,6 +139,8 @@ class Telemetry {
   int num_tiles_;
   mutable std::mutex mutex_;
   TelemetrySnapshot state_;
+  // Counted once per ATen op on tfmbs: no lock on that path.
+  std::atomic<uint64_t> host_ops_{0}, fallback_ops_{0};
 };
 
 }  // namespace tfmbs::fabric

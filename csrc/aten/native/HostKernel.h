@@ -66,22 +66,21 @@ struct HostArg<const std::optional<at::Tensor>&> {
     return t ? std::optional<at::Tensor>(call.tensor(*t)) : t;
   }
 };
+template <class List>
+HostTensorList host_list(HostCall& call, const List& list) {
+  HostTensorList host;
+  host.tensors.reserve(list.size());
+  for (const at::Tensor& t : list) host.tensors.push_back(call.tensor(t));
+  return host;
+}
 template <>
 struct HostArg<at::TensorList> {
-  static HostTensorList convert(HostCall& call, at::TensorList list) {
-    HostTensorList host;
-    host.tensors.reserve(list.size());
-    for (const at::Tensor& t : list) host.tensors.push_back(call.tensor(t));
-    return host;
-  }
+  static HostTensorList convert(HostCall& call, at::TensorList list) { return host_list(call, list); }
 };
 template <>
 struct HostArg<const at::ITensorListRef&> {
   static HostTensorList convert(HostCall& call, const at::ITensorListRef& list) {
-    HostTensorList host;
-    host.tensors.reserve(list.size());
-    for (const at::Tensor& t : list) host.tensors.push_back(call.tensor(t));
-    return host;
+    return host_list(call, list);
   }
 };
 // Indices may be CPU tensors, as on CUDA.
