@@ -7,15 +7,27 @@ import torch.nn.functional as F
 import torch_tfmbs
 
 
-def qkv(seed=0, shape=(2, 3, 7, 16)):
+def qkv(seed=0, shape=(2, 3, 7, 16), kv_heads=None):
     g = torch.Generator().manual_seed(seed)
-    return [torch.randn(shape, generator=g) for _ in range(3)]
+    kv_shape = shape if kv_heads is None else (shape[0], kv_heads) + shape[2:]
+    return [torch.randn(s, generator=g) for s in (shape, kv_shape, kv_shape)]
 
 
-@pytest.mark.parametrize("kind", ["plain", "causal", "float_mask", "bool_mask", "sliding_window"])
+def aten_ops_run(fn):
+    """The names of the ATen ops `fn` called (torch.profiler)."""
+    with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU]) as prof:
+        fn()
+    return {e.name for e in prof.events()}
+
+
+@pytest.mark.parametrize("kind", ["plain", "causal", "float_mask", "bool_mask", "sliding_window",
+                                  "gqa", "gqa_causal"])
 def test_forward_and_backward_equal_cpu(kind):
-    q, k, v = qkv()
+    q, k, v = qkv(kv_heads=1 if kind.startswith("gqa") else None)
     kwargs = {}
+    if kind.startswith("gqa"):
+        kwargs["enable_gqa"] = True
+        kwargs["is_causal"] = kind == "gqa_causal"
     if kind == "causal":
         kwargs["is_causal"] = True
     elif kind == "float_mask":
@@ -31,9 +43,9 @@ def test_forward_and_backward_equal_cpu(kind):
     dev_kwargs = {key: (val.to("tfmbs") if isinstance(val, torch.Tensor) else val)
                   for key, val in kwargs.items()}
     ref = F.scaled_dot_product_attention(*cpu_in, **kwargs)
-    torch_tfmbs.reset_fallback_stats()
+    ran = aten_ops_run(lambda: F.scaled_dot_product_attention(*dev_in, **dev_kwargs))
+    assert "aten::_scaled_dot_product_fused_attention_overrideable" in ran and "aten::bmm" not in ran
     out = F.scaled_dot_product_attention(*dev_in, **dev_kwargs)
-    assert "aten::bmm" not in torch_tfmbs.fallback_stats()  # the fused kernel ran
     assert out.device.type == "tfmbs"
     assert torch.equal(out.cpu(), ref)
     grad = torch.randn(ref.shape)
@@ -55,3 +67,22 @@ def test_mismatched_shapes_are_an_error():
     with pytest.raises(RuntimeError):
         F.scaled_dot_product_attention(q, k[..., :8], v)
     assert q.cpu().shape == (2, 3, 7, 16)
+
+
+class Attend(torch.nn.Module):
+    def forward(self, q, k, v):
+        return F.scaled_dot_product_attention(q, k, v, is_causal=True, enable_gqa=True) * 2
+
+
+@pytest.mark.parametrize("backend", ["eager", "aot_eager"])
+def test_compiled_sdpa_equals_eager(backend):
+    # The backend choice reads only metadata: it works on FakeTensors.
+    q, k, v = [t.to("tfmbs") for t in qkv(kv_heads=1)]
+    compiled = torch.compile(Attend(), backend=backend, fullgraph=True)
+    assert torch.equal(compiled(q, k, v).cpu(), Attend()(q, k, v).cpu())
+
+
+def test_exported_sdpa_runs_on_tfmbs():
+    q, k, v = [t.to("tfmbs") for t in qkv(kv_heads=1)]
+    program = torch.export.export(Attend(), (q, k, v))
+    assert torch.equal(program.module()(q, k, v).cpu(), Attend()(*[t.cpu() for t in (q, k, v)]))

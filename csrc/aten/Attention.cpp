@@ -1,11 +1,12 @@
 // Scaled dot product attention on tfmbs: the same choice and the same fused
 // kernel (the CPU flash-attention kernel) CPU PyTorch uses, run on device
-// memory, so F.scaled_dot_product_attention gives CPU's numbers (causal and
-// masked forms included) instead of the math decomposition.
+// memory, so F.scaled_dot_product_attention gives CPU's numbers (causal,
+// masked and grouped-query forms) instead of the math decomposition.
 #include <ATen/ATen.h>
 #include <ATen/native/DispatchStub.h>
 #include <ATen/native/transformers/attention.h>
 #include <ATen/native/transformers/sdp_utils_cpp.h>
+#include <ATen/ops/_fused_sdp_choice_native.h>
 #include <torch/library.h>
 
 #include "aten/native/Common.h"
@@ -13,27 +14,17 @@
 namespace tfmbs {
 namespace {
 
-// A CPU view that requires grad when `t` does: CPU's choice depends on it
-// (a fused kernel gives no gradient for the mask, and CPU picks the math
-// path for training with a mask).
-at::Tensor choice_view(const at::Tensor& t) {
-  at::Tensor alias = cpu_alias(t);
-  if (t.requires_grad()) alias.requires_grad_(true);
-  return alias;
-}
-
+// CPU's choice, made from the tensors' metadata alone (shapes, strides,
+// dtypes, requires_grad), so it works on FakeTensors under torch.compile and
+// torch.export. Where CPU runs its flash kernel, grouped-query heads
+// included, tfmbs runs the same kernel (overrideable); else CPU's math.
 int64_t choose_sdp_backend(const at::Tensor& query, const at::Tensor& key, const at::Tensor& value,
                            const std::optional<at::Tensor>& attn_mask, double dropout_p,
                            bool is_causal, std::optional<double> scale, bool enable_gqa) {
-  // Ask CPU what it would run; take its fused kernel over, keep its math.
-  std::optional<at::Tensor> mask;
-  if (attn_mask && attn_mask->defined()) mask = choice_view(*attn_mask);
-  int64_t cpu_choice = at::_fused_sdp_choice(choice_view(query), choice_view(key),
-                                             choice_view(value), mask, dropout_p, is_causal, scale,
-                                             enable_gqa);
-  bool fused = cpu_choice == static_cast<int64_t>(sdp::SDPBackend::flash_attention);
-  return static_cast<int64_t>(fused && !enable_gqa ? sdp::SDPBackend::overrideable
-                                                   : sdp::SDPBackend::math);
+  const int64_t cpu_choice = at::native::_fused_sdp_choice_cpp(query, key, value, attn_mask, dropout_p,
+                                                               is_causal, scale, enable_gqa);
+  const bool fused = cpu_choice == static_cast<int64_t>(sdp::SDPBackend::flash_attention);
+  return static_cast<int64_t>(fused ? sdp::SDPBackend::overrideable : sdp::SDPBackend::math);
 }
 
 std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor, c10::SymInt, c10::SymInt, at::Tensor,
