@@ -62,3 +62,4 @@ from .convert import (ConvertReport, convert, fabric_linear, fabric_linear_enabl
                       set_fabric_linear)
 from .nn import TFMBSLinear  # noqa: E402,F401
 from .ternary import fabric_telemetry, frame_cache_info, linear_engine  # noqa: E402,F401
+from .attention import sliding_window_attention  # noqa: E402,F401

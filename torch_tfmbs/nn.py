@@ -373,3 +373,6 @@ class TFMBSLinear(nn.Linear):
         super().reset_parameters()
         self._packed_from = None
 
+
+# The attention modules live with their op.
+from .attention import FabricAttention, SlidingWindowAttention  # noqa: E402,F401
