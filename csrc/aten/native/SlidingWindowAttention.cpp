@@ -9,30 +9,10 @@
 #include <vector>
 
 #include "aten/native/Common.h"
+#include "fabric/attention_kernels.h"
 
 namespace tfmbs {
 namespace {
-
-constexpr int64_t kLanes = 8;  // partial sums a compiler keeps in one vector register
-
-// Sums in kLanes interleaved partial sums, then in lane order: one fixed
-// order, which the compiler turns into vector instructions.
-float dot(const float* a, const float* b, int64_t n) {
-  float lanes[kLanes] = {};
-  int64_t d = 0;
-  for (; d + kLanes <= n; d += kLanes) {
-    for (int64_t l = 0; l < kLanes; ++l) lanes[l] += a[d + l] * b[d + l];
-  }
-  float sum = 0.0f;
-  for (int64_t l = 0; l < kLanes; ++l) sum += lanes[l];
-  for (; d < n; ++d) sum += a[d] * b[d];
-  return sum;
-}
-
-// y += alpha * x
-void axpy(float alpha, const float* x, float* y, int64_t n) {
-  for (int64_t d = 0; d < n; ++d) y[d] += alpha * x[d];
-}
 
 struct Shape {
   int64_t batch, q_heads, kv_heads, length, head_dim;
@@ -57,12 +37,13 @@ float scale_of(std::optional<double> scale, int64_t head_dim) {
 at::Tensor as_float(const at::Tensor& t) { return t.to(at::kFloat).contiguous(); }
 
 // scores[j - first] = scale * q . k_j for the keys of query i; returns their count.
-int64_t window_scores(const float* q, const float* k, int64_t i, const Shape& s, int64_t window,
-                      bool causal, float scale, float* scores, int64_t& first) {
+int64_t window_scores(const fabric::AttentionKernels& kernels, const float* q, const float* k,
+                      int64_t i, const Shape& s, int64_t window, bool causal, float scale,
+                      float* scores, int64_t& first) {
   int64_t last;
   std::tie(first, last) = keys_of(i, s.length, window, causal);
   for (int64_t j = first; j <= last; ++j) {
-    scores[j - first] = scale * dot(q, k + j * s.head_dim, s.head_dim);
+    scores[j - first] = scale * kernels.dot(q, k + j * s.head_dim, s.head_dim);
   }
   return last - first + 1;
 }
@@ -104,6 +85,7 @@ std::tuple<at::Tensor, at::Tensor> sliding_window_attention_cpu(
   const at::Tensor q = as_float(q_in), k = as_float(k_in), v = as_float(v_in);
   at::Tensor out = at::empty(q.sizes(), q.options());
   at::Tensor lse = at::empty({s.batch, s.q_heads, s.length}, q.options());
+  const fabric::AttentionKernels& kernels = fabric::best_attention_kernels();
   const int64_t max_keys = std::min(s.length, 2 * window - 1);
   const int64_t rows = s.batch * s.q_heads * s.length;
   const float* qp = q.const_data_ptr<float>();
@@ -122,14 +104,15 @@ std::tuple<at::Tensor, at::Tensor> sliding_window_attention_cpu(
       const float* keys = kp + kv * L * D;
       const float* values = vp + kv * L * D;
       int64_t first = 0;
-      const int64_t n = window_scores(qp + row * D, keys, i, s, window, causal, scale, scores.data(), first);
+      const int64_t n =
+          window_scores(kernels, qp + row * D, keys, i, s, window, causal, scale, scores.data(), first);
       float max = -std::numeric_limits<float>::infinity();
       for (int64_t j = 0; j < n; ++j) max = std::max(max, scores[j]);
       float sum = 0.0f;
       for (int64_t j = 0; j < n; ++j) sum += scores[j] = std::exp(scores[j] - max);
       float* o = op + row * D;
       std::fill(o, o + D, 0.0f);
-      for (int64_t j = 0; j < n; ++j) axpy(scores[j] / sum, values + (first + j) * D, o, D);
+      for (int64_t j = 0; j < n; ++j) kernels.axpy(scores[j] / sum, values + (first + j) * D, o, D);
       lp[row] = max + std::log(sum);
     }
   });
@@ -151,6 +134,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> sliding_window_attention_backward
   at::Tensor grad_q = at::zeros(q.sizes(), q.options());
   at::Tensor grad_k = at::zeros(k.sizes(), k.options());
   at::Tensor grad_v = at::zeros(v.sizes(), v.options());
+  const fabric::AttentionKernels& kernels = fabric::best_attention_kernels();
   const int64_t D = s.head_dim, L = s.length;
   const int64_t max_keys = std::min(L, 2 * window - 1);
   const float* qp = q.const_data_ptr<float>();
@@ -176,15 +160,15 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> sliding_window_attention_backward
           const float* qi = qp + row * D;
           const float* doi = gop + row * D;
           int64_t first = 0;
-          const int64_t n = window_scores(qi, keys, i, s, window, causal, scale, p.data(), first);
-          const float delta = dot(doi, outp + row * D, D);
+          const int64_t n = window_scores(kernels, qi, keys, i, s, window, causal, scale, p.data(), first);
+          const float delta = kernels.dot(doi, outp + row * D, D);
           for (int64_t j = 0; j < n; ++j) {
             const int64_t key = first + j;
             const float prob = std::exp(p[j] - lp[row]);
-            axpy(prob, doi, gv + (kv * L + key) * D, D);
-            const float ds = prob * (dot(doi, values + key * D, D) - delta) * scale;
-            axpy(ds, keys + key * D, gq + row * D, D);
-            axpy(ds, qi, gk + (kv * L + key) * D, D);
+            kernels.axpy(prob, doi, gv + (kv * L + key) * D, D);
+            const float ds = prob * (kernels.dot(doi, values + key * D, D) - delta) * scale;
+            kernels.axpy(ds, keys + key * D, gq + row * D, D);
+            kernels.axpy(ds, qi, gk + (kv * L + key) * D, D);
           }
         }
       }

@@ -7,8 +7,10 @@
 // multiple of Hkv (grouped-query heads: query head h reads kv head
 // h / (Hq / Hkv), never a repeated copy). Cost O(L * window * D) time and
 // O(L * D) memory: no L x L matrix, a row of at most 2 * window - 1 scores
-// per thread. The forward also returns the log-sum-exp of each row's
-// scores, from which the backward recomputes the probabilities.
+// per thread; the inner loops are the fabric's attention_kernels (scalar
+// and AVX2 twins, the same bits). The forward also returns the log-sum-exp
+// of each row's scores, from which the backward recomputes the
+// probabilities.
 // float32 computes in float32; bfloat16 and float16 inputs are computed in
 // float32 and rounded once at the end.
 #pragma once
