@@ -8,17 +8,12 @@
 #include <random>
 #include <vector>
 
+#include "avx2_twin_levels.h"
 #include "fabric/attention_kernels.h"
 #include "fabric/cpu_features.h"
 
 namespace tfmbs::fabric {
 namespace {
-
-std::vector<Isa> levels() {
-  std::vector<Isa> out{Isa::Scalar};
-  if (cpu_supports(Isa::Avx2)) out.push_back(Isa::Avx2);
-  return out;
-}
 
 std::vector<float> random_floats(std::mt19937& rng, int64_t n) {
   std::normal_distribution<float> normal(0.0f, 2.0f);
@@ -49,7 +44,7 @@ TEST(AttentionKernels, EveryLevelGivesTheScalarBits) {
     const float want_dot = scalar.dot(a.data(), b.data(), n);
     std::vector<float> want_y = y0;
     scalar.axpy(0.37f, a.data(), want_y.data(), n);
-    for (Isa isa : levels()) {
+    for (Isa isa : avx2_twin_levels()) {
       const auto& k = attention_kernels(isa);
       EXPECT_TRUE(same_bits(k.dot(a.data(), b.data(), n), want_dot)) << isa_name(isa) << " n=" << n;
       std::vector<float> y = y0;

@@ -9,6 +9,7 @@
 #include <random>
 #include <vector>
 
+#include "avx2_twin_levels.h"
 #include "fabric/activation_quant.h"
 #include "fabric/cpu_features.h"
 #include "fabric/lane_kernels.h"
@@ -17,13 +18,6 @@
 
 namespace tfmbs::fabric {
 namespace {
-
-// The levels with a twin here (AVX-512 machines run the AVX2 one).
-std::vector<Isa> levels() {
-  std::vector<Isa> out{Isa::Scalar};
-  if (cpu_supports(Isa::Avx2)) out.push_back(Isa::Avx2);
-  return out;
-}
 
 std::vector<float> activations(std::mt19937& rng, int64_t k) {
   std::normal_distribution<float> normal(0.0f, 3.0f);
@@ -61,7 +55,7 @@ TEST(ActivationQuant, HandComputedInt8AndTernary) {
 
 TEST(ActivationQuant, EveryLevelGivesTheScalarBytes) {
   std::mt19937 rng(7);
-  for (Isa isa : levels()) {
+  for (Isa isa : avx2_twin_levels()) {
     for (int64_t k = 0; k <= 70; ++k) {
       std::vector<float> x = activations(rng, k);
       std::vector<int8_t> want(static_cast<size_t>(k)), got(static_cast<size_t>(k));
@@ -77,7 +71,7 @@ TEST(ActivationQuant, EveryLevelGivesTheScalarBytes) {
 TEST(LaneKernels, EveryLevelGivesTheScalarBanks) {
   std::mt19937 rng(11);
   std::uniform_int_distribution<int> trit(-1, 1);
-  for (Isa isa : levels()) {
+  for (Isa isa : avx2_twin_levels()) {
     for (int64_t k : {0, 1, 15, 16, 17, 33, 100, 257}) {
       std::vector<float> x = activations(rng, k);
       std::vector<int8_t> w(static_cast<size_t>(k));
