@@ -7,7 +7,6 @@
 #include <atomic>
 #include <mutex>
 #include <unordered_map>
-#include <vector>
 
 #include "aten/HostCall.h"
 #include "aten/native/Common.h"
@@ -107,19 +106,13 @@ void tfmbs_cpu_fallback(const c10::OperatorHandle& op, torch::jit::Stack* stack)
   device_telemetry(device).add_fallback_op();
   {
     OpLogScope log;  // the row covers the kernel call
-    std::string shapes = log.enabled() ? call.describe_shapes() : std::string();
     {
       c10::DeviceGuard guard(c10::Device(kTfmbs, device));
       PoolCapture capture(device);
       op.callBoxed(stack);
     }
-    if (log.enabled()) {
-      log.record.op = op_name(op);
-      log.record.shapes = std::move(shapes);
-      log.record.engine = "host";
-      log.record.device = device;
-      log.record.bytes = call.device_bytes();
-    }
+    // Before end(): the row shows the arguments as the caller passed them.
+    if (log.enabled()) call.describe(log.record, op_name(op));
   }
   call.end();
   const size_t num_returns = op.schema().returns().size();

@@ -77,21 +77,17 @@ at::Tensor HostCall::to_device(const at::Tensor& result) const {
   return adopt_or_copy(result, device_);
 }
 
-std::string HostCall::describe_shapes() const {
-  std::string text;
+void HostCall::describe(OpRecord& record, std::string op) const {
+  record.op = std::move(op);
+  record.engine = "host";
+  record.device = device_;
+  record.shapes.clear();
+  record.bytes = 0;
   for (const auto& [original, alias] : aliases_.pairs()) {
-    if (!text.empty()) text += ", ";
-    text += c10::str(original.sizes());
+    if (!record.shapes.empty()) record.shapes += ", ";
+    record.shapes += c10::str(original.sizes());
+    record.bytes += static_cast<uint64_t>(original.numel() * original.element_size());
   }
-  return text;
-}
-
-uint64_t HostCall::device_bytes() const {
-  uint64_t bytes = 0;
-  for (const auto& [original, alias] : aliases_.pairs()) {
-    bytes += static_cast<uint64_t>(original.numel() * original.element_size());
-  }
-  return bytes;
 }
 
 }  // namespace tfmbs

@@ -14,6 +14,7 @@
 #include <string>
 
 #include "aten/CpuAlias.h"
+#include "device/OpLog.h"
 
 namespace tfmbs {
 
@@ -45,9 +46,8 @@ class HostCall {
 
   c10::DeviceIndex device() const { return device_; }
   const CpuAliases& aliases() const { return aliases_; }
-  // The shapes of the device arguments, for the op log.
-  std::string describe_shapes() const;
-  uint64_t device_bytes() const;
+  // Fills the op log's row for this call of `op` (a profiler records).
+  void describe(OpRecord& record, std::string op) const;
 
  private:
   struct Loan {
