@@ -23,6 +23,21 @@ def median_seconds(fn, repeats=15, warmup=3, min_time=0.0):
     return statistics.median(times)
 
 
+def median_seconds_interleaved(fns, repeats=15, warmup=3):
+    """Median wall time of each fn, the runs interleaved (a, b, a, b, ...) so
+    that drift in the machine's speed hits every side alike."""
+    for _ in range(warmup):
+        for fn in fns:
+            fn()
+    times = [[] for _ in fns]
+    for _ in range(repeats):
+        for fn, t in zip(fns, times):
+            start = time.perf_counter()
+            fn()
+            t.append(time.perf_counter() - start)
+    return [statistics.median(t) for t in times]
+
+
 def write_results(name, title, columns, rows, notes=()):
     """Writes rows (dicts keyed by columns) as JSON and a markdown table."""
     os.makedirs(RESULTS, exist_ok=True)

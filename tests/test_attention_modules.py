@@ -101,6 +101,6 @@ def test_mistral_with_sliding_window_on_tfmbs_equals_cpu(padded):
         want = cpu(input_ids=ids, attention_mask=mask).logits
         with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU]) as prof:
             got = dev(input_ids=ids.to("tfmbs"), attention_mask=mask.to("tfmbs")).logits
-    ran_kernel = any(e.name == "tfmbs::_sliding_window_attention" for e in prof.events())
-    assert ran_kernel == (not padded)  # padding goes to SDPA with transformers' mask
+    # The kernel runs with transformers' mask (the band, and the padding).
+    assert any(e.name == "tfmbs::_sliding_window_attention" for e in prof.events())
     close(got.cpu(), want)

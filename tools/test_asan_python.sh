@@ -1,8 +1,9 @@
 #!/bin/sh
 # Builds the torch extension with AddressSanitizer + UndefinedBehaviorSanitizer
-# into its own directory and runs the aliasing and reliability tests against
-# it (libasan preloaded into the interpreter); any sanitizer report fails the
-# run. Leak checking is off: CPython and torch keep memory until exit.
+# into its own directory and runs the aliasing, reliability and
+# sliding-window tests against it (libasan preloaded into the interpreter);
+# any sanitizer report fails the run. Leak checking is off: CPython and torch
+# keep memory until exit.
 # Env: BUILD_DIR (default <repo>/build-asan-torch), JOBS (default 2).
 set -eu
 repo=$(cd "$(dirname "$0")/.." && pwd)
@@ -39,6 +40,7 @@ import torch_tfmbs  # noqa: E402
 assert torch_tfmbs._C.__file__.startswith(sys.argv[1]), torch_tfmbs._C.__file__
 import pytest  # noqa: E402
 sys.exit(pytest.main(["-q", "-p", "no:cacheprovider", "-W", "ignore::UserWarning",
-                      "tests/test_aliasing.py", "tests/test_reliability.py"]))
+                      "tests/test_aliasing.py", "tests/test_reliability.py",
+                      "tests/test_sliding_window.py"]))
 PY
 echo "test_asan_python.sh: aliasing and reliability tests clean under ASan + UBSan"

@@ -14,24 +14,29 @@ __all__ = ["sliding_window_attention", "band_mask", "FabricAttention", "SlidingW
            "register_transformers_attention"]
 
 
-def sliding_window_attention(q, k, v, window, causal=True, scale=None):
+def sliding_window_attention(q, k, v, window, causal=True, scale=None, attn_mask=None):
     """q [B, Hq, L, D], k and v [B, Hkv, L, D] (Hq a multiple of Hkv:
-    grouped-query heads). Returns [B, Hq, L, D]."""
-    return torch.ops.tfmbs.sliding_window_attention(q, k, v, window, causal, scale)
+    grouped-query heads). attn_mask, as SDPA's (bool: True attends; float:
+    added to the scores), broadcasts to [B, Hq, L, L] and applies within the
+    window. Returns [B, Hq, L, D]."""
+    return torch.ops.tfmbs.sliding_window_attention(q, k, v, window, causal, scale, attn_mask)
 
 
 def _setup_context(ctx, inputs, output):
-    q, k, v, window, causal, scale = inputs
+    q, k, v, window, causal, scale, attn_mask = inputs
     out, logsumexp = output
-    ctx.save_for_backward(q, k, v, out, logsumexp)
+    ctx.save_for_backward(q, k, v, out, logsumexp, attn_mask)
     ctx.window, ctx.causal, ctx.scale = window, causal, scale
 
 
 def _backward(ctx, grad_out, _grad_logsumexp):
-    q, k, v, out, logsumexp = ctx.saved_tensors
-    grad_q, grad_k, grad_v = torch.ops.tfmbs._sliding_window_attention_backward(
-        grad_out.contiguous(), q, k, v, out, logsumexp, ctx.window, ctx.causal, ctx.scale)
-    return grad_q, grad_k, grad_v, None, None, None
+    q, k, v, out, logsumexp, attn_mask = ctx.saved_tensors
+    mask_grad = attn_mask is not None and ctx.needs_input_grad[6]
+    grad_q, grad_k, grad_v, grad_scores = torch.ops.tfmbs._sliding_window_attention_backward(
+        grad_out.contiguous(), q, k, v, out, logsumexp, ctx.window, ctx.causal, ctx.scale, attn_mask,
+        mask_grad)
+    grad_mask = grad_scores.sum_to_size(attn_mask.shape).to(attn_mask.dtype) if mask_grad else None
+    return grad_q, grad_k, grad_v, None, None, None, grad_mask
 
 
 torch.library.register_autograd("tfmbs::_sliding_window_attention", _backward,
@@ -53,10 +58,10 @@ def band_mask(length, window, causal, device=None):
 
 def _local_attention(q, k, v, window, causal, dropout_p, extra_mask):
     """The backend priority of local attention: the windowed kernel where it
-    exists and nothing else is asked of it, else SDPA with the band mask."""
+    exists and no dropout is asked of it, else SDPA with the band mask."""
     global _warned_band_fallback
-    if q.device.type in _KERNEL_DEVICES and extra_mask is None and dropout_p == 0.0:
-        return sliding_window_attention(q, k, v, window, causal)
+    if q.device.type in _KERNEL_DEVICES and dropout_p == 0.0:
+        return sliding_window_attention(q, k, v, window, causal, attn_mask=extra_mask)
     if q.device.type not in _KERNEL_DEVICES and not _warned_band_fallback:
         _warned_band_fallback = True
         warnings.warn(f"tfmbs: no sliding-window kernel for {q.device.type} tensors; running "
@@ -97,7 +102,7 @@ class FabricAttention(nn.MultiheadAttention):
     attention runs as the engine the project grew from chose its backend:
     sparse=True, window_size=w: the sliding-window kernel
     (tfmbs::sliding_window_attention; SDPA with the band mask where there is
-    no kernel, or when an extra mask or dropout asks for it); dense
+    no kernel, or when dropout asks for it); dense
     (sparse=False): SDPA, CPU's fused kernel on tfmbs, causal with
     use_causal_mask=True. need_weights=True returns the averaged weights as
     nn.MultiheadAttention does, computed densely."""
@@ -180,25 +185,16 @@ class SlidingWindowAttention(FabricAttention):
 
 # ------------------------------------------------------------- transformers
 
-def _covers_only_the_window(mask, length, window):
-    """True when transformers' attention mask is exactly the causal window
-    (no padding): None (nothing to mask), or the band in bool or additive form."""
-    if mask is None:
-        return True
-    band = band_mask(length, window, True, mask.device)
-    allowed = mask if mask.dtype == torch.bool else mask == 0
-    return bool((allowed == band).all())
-
-
 def _transformers_attention(module, query, key, value, attention_mask, dropout=0.0, scaling=None,
                             sliding_window=None, **kwargs):
     from transformers.integrations.sdpa_attention import sdpa_attention_forward
 
     window = sliding_window or getattr(module, "sliding_window", None)
     length = query.shape[2]
-    if (window and dropout == 0.0 and key.shape[2] == length and getattr(module, "is_causal", True)
-            and _covers_only_the_window(attention_mask, length, window)):
-        out = sliding_window_attention(query, key, value, window, True, scaling)
+    if window and dropout == 0.0 and key.shape[2] == length and getattr(module, "is_causal", True):
+        # transformers' mask (the band, and padding if any) applies within the window.
+        mask = None if attention_mask is None else attention_mask[..., :length]
+        out = sliding_window_attention(query, key, value, window, True, scaling, mask)
         return out.transpose(1, 2).contiguous(), None
     return sdpa_attention_forward(module, query, key, value, attention_mask, dropout=dropout,
                                   scaling=scaling, sliding_window=sliding_window, **kwargs)
@@ -208,8 +204,9 @@ def register_transformers_attention(name="tfmbs_sliding_window"):
     """Registers `name` with transformers' attention interface and returns
     it: a model loaded with attn_implementation=name whose config has a
     sliding_window (Mistral, Qwen2, ...) runs its causal local attention
-    through tfmbs::sliding_window_attention; calls with padding, dropout or
-    no window go to transformers' SDPA attention, with its mask."""
+    through tfmbs::sliding_window_attention, padding included; calls with
+    dropout, a KV cache longer than the queries or no window go to
+    transformers' SDPA attention."""
     from transformers.masking_utils import AttentionMaskInterface, sdpa_mask
     from transformers.modeling_utils import AttentionInterface
 

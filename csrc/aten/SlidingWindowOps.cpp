@@ -13,24 +13,26 @@ namespace tfmbs {
 namespace {
 
 at::Tensor sliding_window_attention(const at::Tensor& q, const at::Tensor& k, const at::Tensor& v,
-                                    int64_t window, bool causal, std::optional<double> scale) {
+                                    int64_t window, bool causal, std::optional<double> scale,
+                                    const std::optional<at::Tensor>& attn_mask) {
   static auto op = c10::Dispatcher::singleton()
                        .findSchemaOrThrow("tfmbs::_sliding_window_attention", "")
-                       .typed<std::tuple<at::Tensor, at::Tensor>(const at::Tensor&, const at::Tensor&,
-                                                                 const at::Tensor&, int64_t, bool,
-                                                                 std::optional<double>)>();
-  return std::get<0>(op.call(q, k, v, window, causal, scale));
+                       .typed<std::tuple<at::Tensor, at::Tensor>(
+                           const at::Tensor&, const at::Tensor&, const at::Tensor&, int64_t, bool,
+                           std::optional<double>, const std::optional<at::Tensor>&)>();
+  return std::get<0>(op.call(q, k, v, window, causal, scale, attn_mask));
 }
 
 }  // namespace
 
 TORCH_LIBRARY_FRAGMENT(tfmbs, m) {
   m.def("sliding_window_attention(Tensor q, Tensor k, Tensor v, int window, bool causal=True, "
-        "float? scale=None) -> Tensor");
+        "float? scale=None, Tensor? attn_mask=None) -> Tensor");
   m.def("_sliding_window_attention(Tensor q, Tensor k, Tensor v, int window, bool causal=True, "
-        "float? scale=None) -> (Tensor, Tensor)");
+        "float? scale=None, Tensor? attn_mask=None) -> (Tensor, Tensor)");
   m.def("_sliding_window_attention_backward(Tensor grad_out, Tensor q, Tensor k, Tensor v, "
-        "Tensor out, Tensor logsumexp, int window, bool causal, float? scale) -> (Tensor, Tensor, Tensor)");
+        "Tensor out, Tensor logsumexp, int window, bool causal, float? scale, Tensor? attn_mask, "
+        "bool mask_grad) -> (Tensor, Tensor, Tensor, Tensor)");
 }
 
 TORCH_LIBRARY_IMPL(tfmbs, CompositeImplicitAutograd, m) {

@@ -1,29 +1,27 @@
 #include "fabric/attention_kernels.h"
 
+#include "fabric/attention_exp.h"
+
 namespace tfmbs::fabric {
 namespace attention_detail {
 
-float dot_scalar(const float* a, const float* b, int64_t n) {
+float exp_sum_scalar(float* x, int64_t n, float shift) {
   float lanes[8] = {};
-  int64_t d = 0;
-  for (; d + 8 <= n; d += 8) {
-    for (int l = 0; l < 8; ++l) lanes[l] += a[d + l] * b[d + l];
+  int64_t j = 0;
+  for (; j + 8 <= n; j += 8) {
+    for (int l = 0; l < 8; ++l) lanes[l] += x[j + l] = exp_poly(x[j + l] - shift);
   }
   float sum = 0.0f;
   for (float lane : lanes) sum += lane;
-  for (; d < n; ++d) sum += a[d] * b[d];
+  for (; j < n; ++j) sum += x[j] = exp_poly(x[j] - shift);
   return sum;
-}
-
-void axpy_scalar(float alpha, const float* x, float* y, int64_t n) {
-  for (int64_t d = 0; d < n; ++d) y[d] += alpha * x[d];
 }
 
 }  // namespace attention_detail
 
 const AttentionKernels& attention_kernels(Isa isa) {
-  static const AttentionKernels scalar{&attention_detail::dot_scalar, &attention_detail::axpy_scalar};
-  static const AttentionKernels avx2{&attention_detail::dot_avx2, &attention_detail::axpy_avx2};
+  static const AttentionKernels scalar{&attention_detail::exp_sum_scalar};
+  static const AttentionKernels avx2{&attention_detail::exp_sum_avx2};
   return isa == Isa::Scalar ? scalar : avx2;
 }
 

@@ -1,8 +1,10 @@
-// The float32 inner loops of local attention (tfmbs::sliding_window_attention):
-// a dot product and y += alpha * x. Each level gives the same bits: the dot
-// product sums in 8 interleaved partial sums, then the partials in lane
-// order, then the tail; products and sums stay separate roundings (no fused
-// multiply-add: the fabric builds with -ffp-contract=off).
+// The float32 inner loop of local attention's softmax
+// (tfmbs::sliding_window_attention): x[j] = exp(x[j] - shift), summed. The
+// score tiles around it are BLAS GEMMs; this is the part no BLAS does.
+// Each level gives the same bits: the same polynomial exp with the same
+// roundings (no fused multiply-add: the fabric builds with
+// -ffp-contract=off), summed in 8 interleaved partial sums, then the
+// partials in lane order, then the tail.
 #pragma once
 
 #include <cstdint>
@@ -12,8 +14,10 @@
 namespace tfmbs::fabric {
 
 struct AttentionKernels {
-  float (*dot)(const float* a, const float* b, int64_t n);
-  void (*axpy)(float alpha, const float* x, float* y, int64_t n);
+  // x[j] = exp(x[j] - shift) for j < n; returns their sum. Meant for
+  // x[j] - shift <= 0 (shift is the row's maximum or its log-sum-exp):
+  // within 2 ulp of exp there, exactly 0 below -87 (and for -inf).
+  float (*exp_sum)(float* x, int64_t n, float shift);
 };
 
 // The kernels of `isa` (AVX-512 machines run the AVX2 twins); the caller
@@ -23,10 +27,8 @@ const AttentionKernels& attention_kernels(Isa isa);
 const AttentionKernels& best_attention_kernels();
 
 namespace attention_detail {
-float dot_scalar(const float* a, const float* b, int64_t n);
-void axpy_scalar(float alpha, const float* x, float* y, int64_t n);
-float dot_avx2(const float* a, const float* b, int64_t n);
-void axpy_avx2(float alpha, const float* x, float* y, int64_t n);
+float exp_sum_scalar(float* x, int64_t n, float shift);
+float exp_sum_avx2(float* x, int64_t n, float shift);
 }  // namespace attention_detail
 
 }  // namespace tfmbs::fabric
