@@ -43,4 +43,4 @@ sys.exit(pytest.main(["-q", "-p", "no:cacheprovider", "-W", "ignore::UserWarning
                       "tests/test_aliasing.py", "tests/test_reliability.py",
                       "tests/test_sliding_window.py"]))
 PY
-echo "test_asan_python.sh: aliasing and reliability tests clean under ASan + UBSan"
+echo "test_asan_python.sh: aliasing, reliability and sliding-window tests clean under ASan + UBSan"
