@@ -112,9 +112,17 @@ def test_no_import_cycle_in_the_package():
     assert cycle is None, f"import cycle: {' -> '.join(cycle)}"
 
 
+# The one import deferred on purpose: torch.tfmbs's module __getattr__ loads
+# the inductor backend when inductor asks for its classes, as importing
+# inductor with the package would cost every `import torch` about a second.
+# The cycle check above still counts it.
+DEFERRED_IMPORTS = {("device", "_inductor")}
+
+
 def test_no_module_imports_another_inside_a_function():
     nested = [f"{name}.py:{line} imports {target}"
-              for name in SOURCES for target, line, inside in _imports(name) if inside]
+              for name in SOURCES for target, line, inside in _imports(name)
+              if inside and (name, target) not in DEFERRED_IMPORTS]
     assert not nested, ("imports inside a function or class hide import cycles; import at the "
                         "top of the module:\n" + "\n".join(nested))
 

@@ -13,6 +13,7 @@ def _autoload():
     torch's autoload finds this module half-imported and calls this."""
 
 
+import sys  # noqa: E402
 import warnings  # noqa: E402
 
 import torch  # noqa: E402
@@ -45,6 +46,12 @@ def _register():
 
 
 _register()
+
+if "torch._inductor.codegen.common" in sys.modules:
+    # Inductor looks for the device's classes once, on its first compile,
+    # which may have come before this import.
+    from ._inductor import register_backend as _register_inductor_backend
+    _register_inductor_backend()
 
 # The autograd engine runs a tfmbs node on a device worker thread, which may
 # drop the last reference to a finished graph task (holding Python objects)

@@ -91,3 +91,15 @@ class device:
 def device_of(tensor):
     with device(tensor.device.index if tensor.device.type == "tfmbs" else -1):
         yield
+
+
+# The classes inductor reads from the device module on its first compile;
+# importing inductor eagerly would slow `import torch_tfmbs` by a second.
+_INDUCTOR_CLASSES = ("Scheduling", "PythonWrapperCodegen", "CppWrapperCodegen", "WrapperFxCodegen")
+
+
+def __getattr__(name):
+    if name in _INDUCTOR_CLASSES:
+        from . import _inductor
+        return getattr(_inductor, name)
+    raise AttributeError(f"module 'torch.tfmbs' has no attribute {name!r}")
