@@ -31,6 +31,7 @@ from .random import (  # noqa: F401
     set_rng_state,
     set_rng_state_all,
 )
+from .streams import Event, Stream, current_stream, stream  # noqa: F401
 
 
 def is_available():
