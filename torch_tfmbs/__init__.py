@@ -70,3 +70,8 @@ from .convert import (ConvertReport, convert, fabric_linear, fabric_linear_enabl
 from .nn import TFMBSLinear  # noqa: E402,F401
 from .ternary import fabric_telemetry, frame_cache_info, linear_engine  # noqa: E402,F401
 from .attention import sliding_window_attention  # noqa: E402,F401
+
+# torch.distributed: the "tfmbs_gloo" backend (the default for tfmbs) and the
+# collectives on tfmbs tensors. `import torch` has imported torch.distributed
+# already, so registering here costs little.
+from . import distributed  # noqa: E402,F401
