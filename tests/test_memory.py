@@ -72,6 +72,62 @@ def test_memory_summary_is_a_table():
     del keep
 
 
+def torch_cuda_summary(monkeypatch, stats):
+    """torch.cuda.memory_summary's table for `stats`: torch's own formatter,
+    given the tfmbs numbers (it reads them through torch.cuda.memory_stats)."""
+    monkeypatch.setattr(torch.cuda.memory, "memory_stats", lambda device=None: stats)
+    return torch.cuda.memory.memory_summary(0)
+
+
+def summary_states():
+    """memory_summary() of device 1 with nothing live there, then with large,
+    small and freed blocks (sizes in B, KiB and MiB), full and abbreviated."""
+    torch.tfmbs.empty_cache()
+    assert torch.tfmbs.memory_allocated(1) == 0
+    yield torch.tfmbs.memory_summary(1)
+    big = [torch.empty(5 * MiB, dtype=torch.uint8, device="tfmbs:1") for _ in range(3)]
+    small = [torch.ones(i + 1, device="tfmbs:1") for i in range(200)]
+    del big[0]
+    yield torch.tfmbs.memory_summary(1)
+    yield torch.tfmbs.memory_summary(1, abbreviated=True)
+    del big, small
+
+
+def test_memory_summary_lines_have_one_width(monkeypatch, clean_memory):
+    width = {len(line) for line in torch_cuda_summary(monkeypatch, torch.tfmbs.memory_stats(1))
+             .splitlines()}
+    assert len(width) == 1
+    for text in summary_states():
+        lines = text.splitlines()
+        assert {len(line) for line in lines} == width, "\n".join(
+            f"{len(line)}: {line}" for line in lines)
+        assert all(line[0] == line[-1] == "|" for line in lines)
+
+
+def test_memory_summary_rows_are_torch_cuda_s(monkeypatch, clean_memory):
+    """From the column header to the oversize rows, the table is torch's for the
+    same numbers, but for the labels naming a GPU."""
+    cuda_labels = {"GPU reserved memory  ": "Reserved memory      ",
+                   "GPU reserved segments": "Reserved segments    ",
+                   "Oversize GPU segments": "Oversize segments    "}
+    keep = [torch.empty(3 * MiB + 7, dtype=torch.uint8, device="tfmbs:1"),
+            torch.ones(100, device="tfmbs:1")]
+    for abbreviated in (False, True):
+        stats = torch.tfmbs.memory_stats(1)
+        ours = torch.tfmbs.memory_summary(1, abbreviated=abbreviated).splitlines()
+        monkeypatch.setattr(torch.cuda.memory, "memory_stats", lambda device=None: stats)
+        theirs = torch.cuda.memory.memory_summary(0, abbreviated=abbreviated).splitlines()
+        start = theirs.index(next(line for line in theirs if "Metric" in line))
+        expected = []
+        for line in theirs[start:-1]:
+            for cuda, tfmbs in cuda_labels.items():
+                line = line.replace(cuda, tfmbs)
+            expected.append(line)
+        assert ours[start:start + len(expected)] == expected
+        assert "KiB" in ours[start + 2]  # the live blocks, in the unit torch picks
+    del keep
+
+
 def test_out_of_memory_names_the_numbers_and_keeps_data(clean_memory):
     keep = torch.arange(1000.0, device="tfmbs")
     big = torch.empty(600 * MiB, dtype=torch.uint8, device="tfmbs")

@@ -58,53 +58,93 @@ def mem_get_info(device=None):
     return torch.accelerator.get_memory_info(_index(device))
 
 
-def _format_size(size):
-    for unit in ("B  ", "KiB", "MiB", "GiB"):
-        if abs(size) < 768 * 1024 or unit == "GiB":
-            return f"{size:6d} {unit}"
+_WIDTH = 75  # memory_summary's table, between its borders: torch.cuda.memory_summary's
+
+
+# The cell formats of torch.cuda.memory_summary. The unit comes from `pref`,
+# the metric's "all" value, so that the pool rows under it share its unit.
+def _format_size(size, pref):
+    units = ("B  ", "KiB", "MiB", "GiB", "TiB", "PiB")
+    unit = units[0]
+    for bigger in units[1:]:
+        if pref < 768 * 1024:
+            break
+        unit = bigger
         size //= 1024
-    return f"{size:6d} TiB"
+        pref /= 1024
+    return f"{size:6d} {unit}"
+
+
+def _format_count(count, pref):
+    units = (" ", "K", "M")
+    unit = units[0]
+    for bigger in units[1:]:
+        if pref < 750 * 1000:
+            break
+        unit = bigger
+        count //= 1000
+        pref /= 1000
+    return f"{count:7d} {unit} "
+
+
+_METRICS = (
+    ("allocated_bytes", "Allocated memory", _format_size),
+    ("active_bytes", "Active memory", _format_size),
+    ("requested_bytes", "Requested memory", _format_size),
+    ("reserved_bytes", "Reserved memory", _format_size),
+    ("inactive_split_bytes", "Non-releasable memory", _format_size),
+    ("allocation", "Allocations", _format_count),
+    ("active", "Active allocs", _format_count),
+    ("segment", "Reserved segments", _format_count),
+    ("inactive_split", "Non-releasable allocs", _format_count),
+)
+_OVERSIZE = (("oversize_allocations", "Oversize allocations"),
+             ("oversize_segments", "Oversize segments"))
+
+
+def _row(label, cells):
+    return f" {label:<21} | " + " | ".join(cells) + " "
 
 
 def memory_summary(device=None, abbreviated=False):
-    """A readable table of the allocator statistics, like torch.cuda's."""
+    """A readable table of the allocator statistics, laid out as torch.cuda's,
+    with the pool's resident and transient bytes (current, peak) at the end."""
     index = _index(device)
     stats = memory_stats(index)
     pool = _C.pool_info(index)
-    rows = [
-        ("allocated_bytes", "Allocated memory", _format_size),
-        ("active_bytes", "Active memory", _format_size),
-        ("requested_bytes", "Requested memory", _format_size),
-        ("reserved_bytes", "Reserved memory", _format_size),
-        ("inactive_split_bytes", "Non-releasable memory", _format_size),
-        ("allocation", "Allocations", lambda n: f"{n:7d}   "),
-        ("active", "Active allocs", lambda n: f"{n:7d}   "),
-        ("segment", "Reserved segments", lambda n: f"{n:7d}   "),
-        ("inactive_split", "Non-releasable allocs", lambda n: f"{n:7d}   "),
-    ]
-    lines = ["=" * 75,
-             f" tfmbs memory summary, device tfmbs:{index}, pool capacity "
-             f"{_format_size(pool['capacity']).strip()}",
-             "-" * 75,
-             f" OOMs: {stats.get('num_ooms', 0):<12d} | cache flush retries: "
-             f"{stats.get('num_alloc_retries', 0):<8d}",
-             "=" * 75,
+    capacity = _format_size(pool["capacity"], pool["capacity"]).strip()
+    title = f"tfmbs memory summary, device tfmbs:{index}, pool capacity {capacity}"
+    ooms = f"OOMs: {stats.get('num_ooms', 0)}"
+    retries = f"cache flush retries: {stats.get('num_alloc_retries', 0)}"
+    half = (_WIDTH - 1) // 2
+    lines = ["=" * _WIDTH,
+             f"{title:^{_WIDTH}}",
+             "-" * _WIDTH,
+             f"{ooms:^{half}}|{retries:^{half}}",
+             "=" * _WIDTH,
              "        Metric         | Cur Usage  | Peak Usage | Tot Alloc  | Tot Freed  "]
-    for key, name, fmt in rows:
-        lines.append("-" * 75)
+    columns = ("current", "peak", "allocated", "freed")
+    for key, name, fmt in _METRICS:
+        lines.append("-" * _WIDTH)
+        prefs = [stats.get(f"{key}.all.{c}", 0) for c in columns]
         pools = [("all", name)]
         if not abbreviated:
             pools += [("large_pool", "      from large pool"), ("small_pool", "      from small pool")]
         for pool_key, label in pools:
-            values = [stats.get(f"{key}.{pool_key}.{m}", 0)
-                      for m in ("current", "peak", "allocated", "freed")]
-            lines.append(f" {label:<21} | " + " | ".join(fmt(v) for v in values) + " ")
-    lines.append("-" * 75)
+            values = [stats.get(f"{key}.{pool_key}.{c}", 0) for c in columns]
+            lines.append(_row(label, [fmt(v, p) for v, p in zip(values, prefs)]))
+    for key, name in _OVERSIZE:
+        lines.append("-" * _WIDTH)
+        values = [stats.get(f"{key}.{c}", 0) for c in columns]
+        lines.append(_row(name, [_format_count(v, v) for v in values]))
+    lines.append("-" * _WIDTH)
     for kind in ("resident", "transient"):
         s = pool[f"{kind}_bytes"]
-        lines.append(f" {kind.capitalize() + ' (by kind)':<21} | {_format_size(s['current'])} | "
-                     f"{_format_size(s['peak'])} |")
-    lines.append("=" * 75)
+        # The pool counts these by kind as current and peak only.
+        lines.append(_row(f"{kind.capitalize()} (by kind)",
+                          [_format_size(s["current"], s["current"]),
+                           _format_size(s["peak"], s["peak"]), " " * 10, " " * 10]))
+    lines.append("=" * _WIDTH)
     return "|" + "|\n|".join(lines) + "|\n"
 
 
