@@ -41,6 +41,10 @@ def _register():
         torch.utils.rename_privateuse1_backend("tfmbs")
     if not hasattr(torch, "tfmbs"):
         torch._register_device_module("tfmbs", _device_module)
+    # `from torch.tfmbs.amp import autocast`, as code written for
+    # torch.cuda.amp does, is an import of a submodule: torch.tfmbs being a
+    # module rather than a package, that finds it only in sys.modules.
+    sys.modules.setdefault("torch.tfmbs.amp", _device_module.amp)
     if not hasattr(torch.Tensor, "is_tfmbs"):
         torch.utils.generate_methods_for_privateuse1_backend(for_storage=True)
 

@@ -1,9 +1,7 @@
 """torch.tfmbs: the device module, with the names torch.cuda uses."""
-import contextlib
-
 import torch
 
-from . import _C
+from . import _C, amp  # noqa: F401
 from ._device_index import index as _index
 from .memory import (  # noqa: F401
     empty_cache,
@@ -18,6 +16,12 @@ from .memory import (  # noqa: F401
     reset_accumulated_memory_stats,
     reset_max_memory_allocated,
     reset_peak_memory_stats,
+)
+from .properties import (  # noqa: F401
+    get_device_capability,
+    get_device_name,
+    get_device_properties,
+    is_bf16_supported,
 )
 from .random import (  # noqa: F401
     default_generators,
@@ -56,7 +60,10 @@ def synchronize(device=None):
 
 
 def is_initialized():
-    return True
+    """As torch.cuda's: False in a child forked after the parent used the
+    device, where the device cannot be used. The devices are set up at import,
+    so everywhere else it is True."""
+    return not _C.in_bad_fork()
 
 
 def _lazy_init():
@@ -72,10 +79,11 @@ def get_amp_supported_dtype():
 
 
 class device:
-    """Context manager that makes `idx` the current tfmbs device."""
+    """Context manager that makes `device` the current tfmbs device; as
+    torch.cuda.device, None or a negative index makes it a no-op."""
 
-    def __init__(self, idx):
-        self.idx = _index(idx) if idx is not None and idx != -1 else -1
+    def __init__(self, device):
+        self.idx = -1 if device is None or (isinstance(device, int) and device < 0) else _index(device)
         self.prev_idx = -1
 
     def __enter__(self):
@@ -88,10 +96,12 @@ class device:
         return False
 
 
-@contextlib.contextmanager
-def device_of(tensor):
-    with device(tensor.device.index if tensor.device.type == "tfmbs" else -1):
-        yield
+class device_of(device):  # noqa: N801 (torch.cuda's name)
+    """`device` for the device of a tensor or storage: a no-op for one that
+    is not on a tfmbs device, as torch.cuda.device_of."""
+
+    def __init__(self, obj):
+        super().__init__(obj.get_device() if obj.device.type == "tfmbs" else -1)
 
 
 # The classes inductor reads from the device module on its first compile;
