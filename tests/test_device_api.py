@@ -11,6 +11,8 @@ import re
 import pytest
 import torch
 
+import torch_tfmbs
+
 from conftest import run_python
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
@@ -286,6 +288,7 @@ def test_grad_scaler_steps_as_on_cpu():
     """GradScaler("tfmbs") scales, unscales, skips the step with inf grads
     and backs off, as torch.amp.GradScaler("cpu") does on the same model."""
     torch.manual_seed(0)
+    torch_tfmbs.reset_fallback_stats()
     cpu_model = torch.nn.Linear(6, 2)
     dev_model = torch.nn.Linear(6, 2).to("tfmbs")
     dev_model.load_state_dict(cpu_model.state_dict())
@@ -311,3 +314,4 @@ def test_grad_scaler_steps_as_on_cpu():
             torch.testing.assert_close(b, a, rtol=0, atol=0)
     assert [s for s, _ in runs[1]] == [256.0, 256.0, 128.0, 128.0]
     assert torch.equal(runs[1][2][1][0], runs[1][1][1][0])  # the skipped step changed nothing
+    assert torch_tfmbs.fallback_stats() == {}  # the unscale and update ops have tfmbs kernels
