@@ -1,6 +1,8 @@
 import pytest
 import torch
 
+import torch_tfmbs.memory
+
 from conftest import run_python
 
 MiB = 1 << 20
@@ -197,3 +199,10 @@ def test_pool_is_reserved_lazily():
                    env={"TFMBS_MEMORY": "8GiB"})
     assert r.returncode == 0, r.stderr
     assert r.stdout.strip() == "False True"
+
+
+def test_memory_is_a_submodule_as_torch_cuda_memory():
+    assert torch.tfmbs.memory is torch_tfmbs.memory
+    x = torch.empty(1024, device="tfmbs")
+    assert torch.tfmbs.memory.memory_allocated() == torch.tfmbs.memory_allocated() > 0
+    del x

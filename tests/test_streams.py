@@ -46,3 +46,17 @@ def test_timing_events_measure_host_time():
     time.sleep(0.02)
     end.record()
     assert start.elapsed_time(end) >= 20.0
+
+
+def test_record_stream_checks_the_device_and_keeps_the_memory_usable():
+    x = torch.arange(8.0, device="tfmbs")
+    side = torch.tfmbs.Stream()
+    with torch.tfmbs.stream(side):
+        y = x * 3
+    y.record_stream(side)  # work on `side` is complete: nothing to hold back
+    assert torch.equal(y.cpu(), torch.arange(8.0) * 3)
+    with pytest.raises(RuntimeError, match="stream is on tfmbs:1, the tensor on tfmbs:0"):
+        y.record_stream(torch.tfmbs.Stream(1))
+    with pytest.raises(RuntimeError, match="stream is on cpu"):
+        y.record_stream(torch.Stream("cpu"))
+    assert torch.equal(y.cpu(), torch.arange(8.0) * 3)  # the failed calls changed nothing

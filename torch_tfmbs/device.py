@@ -1,7 +1,7 @@
 """torch.tfmbs: the device module, with the names torch.cuda uses."""
 import torch
 
-from . import _C, amp  # noqa: F401
+from . import _C, amp, memory  # noqa: F401  (torch.tfmbs.amp, torch.tfmbs.memory)
 from ._device_index import index as _index
 from .memory import (  # noqa: F401
     empty_cache,
