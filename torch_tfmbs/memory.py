@@ -9,6 +9,7 @@ import torch
 
 from . import _C
 from ._device_index import index as _index
+from .memory_snapshot import _dump_snapshot, _record_memory_history, _snapshot  # noqa: F401
 
 
 def memory_stats(device=None):

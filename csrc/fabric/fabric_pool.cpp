@@ -125,6 +125,7 @@ struct FabricPool::Impl {
   std::unordered_map<size_t, Block*> live;      // offset -> allocated block
   std::set<Segment*> segments;
   PoolStats stats;
+  PoolHistory history;
   // Held while callbacks run (not the pool's lock: they free blocks), so
   // that removing one waits for a call in progress.
   std::mutex callbacks_mutex;
@@ -184,6 +185,7 @@ struct FabricPool::Impl {
     update(stats.segment, pool, 1);
     update(stats.reserved_bytes, pool, static_cast<int64_t>(segment_size));
     ++stats.num_device_alloc;
+    history.record(PoolEvent::SegmentAlloc, offset, segment_size);
     return block;
   }
 
@@ -257,6 +259,7 @@ struct FabricPool::Impl {
       update(stats.reserved_bytes, segment->pool,
              -static_cast<int64_t>(segment->size));
       ++stats.num_device_free;
+      history.record(PoolEvent::SegmentFree, segment->offset, segment->size);
       released += segment->size;
       delete block;
       delete segment;
@@ -273,6 +276,7 @@ struct FabricPool::Impl {
     block->kind = kind;
     live.emplace(block->offset, block);
     count_allocation(block, pool, +1);
+    history.record(PoolEvent::Alloc, block->offset, block->size);
     return block->offset;
   }
 
@@ -375,6 +379,7 @@ void* FabricPool::allocate(size_t bytes, MemoryKind kind) {
   }
   std::lock_guard<std::mutex> lock(impl_->mutex);
   ++impl_->stats.num_ooms;
+  impl_->history.record(PoolEvent::Oom, 0, bytes);
   const auto& st = impl_->stats;
   int64_t allocated = st.allocated_bytes[kAll].current;
   int64_t cached = st.reserved_bytes[kAll].current - allocated;
@@ -410,6 +415,7 @@ void FabricPool::free(void* ptr) {
   }
   Block* block = it->second;
   impl_->live.erase(it);
+  impl_->history.record(PoolEvent::Free, block->offset, block->size);
   impl_->count_allocation(block, block->segment->pool, -1);
   impl_->release_block(block);
 }
@@ -449,6 +455,33 @@ size_t FabricPool::block_size(const void* ptr) const {
 PoolStats FabricPool::stats() const {
   std::lock_guard<std::mutex> lock(impl_->mutex);
   return impl_->stats;
+}
+
+std::vector<SegmentInfo> FabricPool::snapshot() const {
+  std::lock_guard<std::mutex> lock(impl_->mutex);
+  std::vector<SegmentInfo> out;
+  out.reserve(impl_->segments.size());
+  for (const Segment* segment : impl_->segments) {
+    SegmentInfo info{segment->offset, segment->size, segment->pool, {}};
+    for (const Block* block = segment->first; block; block = block->next) {
+      info.blocks.push_back({block->offset, block->size, block->allocated ? block->requested : 0,
+                             block->allocated, block->kind});
+    }
+    out.push_back(std::move(info));
+  }
+  std::sort(out.begin(), out.end(),
+            [](const SegmentInfo& a, const SegmentInfo& b) { return a.offset < b.offset; });
+  return out;
+}
+
+void FabricPool::record_history(size_t max_entries) {
+  std::lock_guard<std::mutex> lock(impl_->mutex);
+  impl_->history.set_capacity(max_entries);
+}
+
+std::vector<PoolTraceEntry> FabricPool::history() const {
+  std::lock_guard<std::mutex> lock(impl_->mutex);
+  return impl_->history.entries();
 }
 
 void FabricPool::reset_peak_stats() {

@@ -14,6 +14,9 @@
 #include <mutex>
 #include <stdexcept>
 #include <string>
+#include <vector>
+
+#include "fabric/pool_history.h"
 
 namespace tfmbs::fabric {
 
@@ -65,6 +68,19 @@ class OutOfMemory : public std::runtime_error {
   size_t requested;
 };
 
+// A block or segment of FabricPool::snapshot(); offsets from the pool's base.
+struct BlockInfo {
+  size_t offset = 0, size = 0;
+  size_t requested = 0;  // bytes asked for (allocated blocks)
+  bool allocated = false;
+  MemoryKind kind = MemoryKind::Transient;
+};
+struct SegmentInfo {
+  size_t offset = 0, size = 0;
+  PoolIndex pool = kSmallPool;
+  std::vector<BlockInfo> blocks;  // address order, covering the segment
+};
+
 class FabricPool {
  public:
   // `name` appears in error messages (e.g. "tfmbs:0"). No memory is touched
@@ -108,6 +124,12 @@ class FabricPool {
   bool reserved() const;
 
   PoolStats stats() const;
+  // The reserved segments and their blocks, in address order.
+  std::vector<SegmentInfo> snapshot() const;
+  // Keeps the newest `max_entries` allocation events from now on; 0 stops
+  // and forgets them.
+  void record_history(size_t max_entries);
+  std::vector<PoolTraceEntry> history() const;
   void reset_peak_stats();
   void reset_accumulated_stats();
 

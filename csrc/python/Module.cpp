@@ -59,6 +59,48 @@ py::dict pool_info(c10::DeviceIndex device) {
   return info;
 }
 
+// The pool's segments and blocks as plain data; torch_tfmbs/memory.py
+// shapes them as torch.cuda.memory._snapshot() does.
+py::list pool_segments(c10::DeviceIndex device) {
+  auto& pool = device_pool(device);
+  py::list segments;
+  if (!pool.reserved()) return segments;
+  const auto base = reinterpret_cast<uintptr_t>(pool.base());
+  for (const fabric::SegmentInfo& info : pool.snapshot()) {
+    py::list blocks;
+    for (const fabric::BlockInfo& b : info.blocks) {
+      py::dict block;
+      block["address"] = base + b.offset;
+      block["size"] = b.size;
+      block["requested_size"] = b.requested;
+      block["allocated"] = b.allocated;
+      block["resident"] = b.kind == fabric::MemoryKind::Resident;
+      blocks.append(block);
+    }
+    py::dict segment;
+    segment["address"] = base + info.offset;
+    segment["total_size"] = info.size;
+    segment["segment_type"] = info.pool == fabric::kSmallPool ? "small" : "large";
+    segment["blocks"] = blocks;
+    segments.append(segment);
+  }
+  return segments;
+}
+
+// (event, address, size, time_us) of the pool's recorded history.
+py::list pool_history(c10::DeviceIndex device) {
+  auto& pool = device_pool(device);
+  static const char* names[] = {"alloc", "free", "segment_alloc", "segment_free", "oom"};
+  const uintptr_t base = pool.reserved() ? reinterpret_cast<uintptr_t>(pool.base()) : 0;
+  py::list out;
+  for (const fabric::PoolTraceEntry& e : pool.history()) {
+    const bool oom = e.event == fabric::PoolEvent::Oom;
+    out.append(py::make_tuple(names[static_cast<int>(e.event)], oom ? 0 : base + e.offset, e.size,
+                              e.time_us));
+  }
+  return out;
+}
+
 py::dict counters_dict(const fabric::OpCounters& c) {
   py::dict d;
   d["cycles"] = c.cycles;
@@ -113,6 +155,11 @@ PYBIND11_MODULE(_C, m) {
     return py::reinterpret_steal<py::object>(THPGenerator_initDefaultGenerator(gen));
   });
   m.def("pool_info", [](int64_t index) { return pool_info(resolve_device(index)); });
+  m.def("pool_segments", [](int64_t index) { return pool_segments(resolve_device(index)); });
+  m.def("pool_history", [](int64_t index) { return pool_history(resolve_device(index)); });
+  m.def("record_pool_history", [](int64_t index, size_t max_entries) {
+    device_pool(resolve_device(index)).record_history(max_entries);
+  });
   m.def("fallback_stats", &fallback_stats);
   m.def("host_ops", &host_ops);
   m.def("reset_fallback_stats", &reset_fallback_stats);
