@@ -88,7 +88,11 @@ def test_convert_gpt2_replaces_every_conv1d():
     names = conv1d_names(model)
     with torch.no_grad(), torch_tfmbs.fabric_linear():
         routed = model(ids).logits.cpu()
-    conv, report = torch_tfmbs.convert(model)
+    # lm_head's weight is tied to the token embedding: kept fp unless asked.
+    _, default = torch_tfmbs.convert(model)
+    assert sorted(default.replaced) == sorted(names)
+    assert default.tied == {"lm_head": ["transformer.wte.weight"]}
+    conv, report = torch_tfmbs.convert(model, convert_tied=True)
     assert sorted(report.replaced) == sorted(names + ["lm_head"]) and not report.failed
     assert not any(type(m) is Conv1D for m in conv.modules())
     c_fc = conv.get_submodule("transformer.h.0.mlp.c_fc")

@@ -22,6 +22,7 @@ import contextlib
 import copy
 import dataclasses
 import fnmatch
+import itertools
 import sys
 import warnings
 
@@ -32,41 +33,69 @@ from torch._subclasses.fake_tensor import FakeTensor
 from torch.overrides import TorchFunctionMode
 from torch.utils.weak import WeakIdKeyDictionary
 
-from . import quant
+from . import drift, quant
 from .nn import TFMBSLinear, _needs_grad, _PackedSource, _TernaryLinearSTE
+from .ternary import frame_cache_info
 
 __all__ = ["convert", "ConvertReport", "fabric_linear", "set_fabric_linear", "fabric_linear_enabled"]
 
 
 @dataclasses.dataclass
 class ConvertReport:
-    """What convert() did. Sizes are of the replaced layers' weights.
+    """What convert() did.
 
     A module registered under several names (a shared layer) is one entry,
     under its first name in module order; `aliases` maps that name to the
-    others."""
+    others.
+
+    Bytes are summed over devices. fp_bytes and packed_bytes compare the
+    replaced layers' weights before and after; what the model's memory
+    gained is saved_bytes: the fp weight memory the model no longer holds
+    (freed_bytes: a weight still held elsewhere in the model, tied to an
+    embedding or kept as the latent weight, is not freed) minus the packed
+    weights and scales and, on tfmbs, the resident frames pinned in the
+    fabric pool for them.
+
+    With a calibration batch, drift maps each replaced layer to (cosine,
+    relative error) of its outputs against the fp model's, and model_drift
+    is that of the model's output (see torch_tfmbs.drift)."""
     replaced: list = dataclasses.field(default_factory=list)   # qualified names
     failed: list = dataclasses.field(default_factory=list)     # (name, error message)
     excluded: list = dataclasses.field(default_factory=list)   # names left alone on purpose
     aliases: dict = dataclasses.field(default_factory=dict)    # first name -> other names
-    fp_bytes: int = 0       # latent weights of the replaced layers, before
-    packed_bytes: int = 0   # their packed weights + scales, after
+    tied: dict = dataclasses.field(default_factory=dict)       # name -> names of the fp tensors holding its weight
+    fp_bytes: int = 0       # fp weights of the replaced layers, each storage once
+    packed_bytes: int = 0   # their packed weights + scales
+    freed_bytes: int = 0    # fp weight memory the model no longer holds
+    frame_bytes: int = 0    # resident frames pinned in tfmbs pools for the packed weights
     latent_kept: bool = False
+    drift: dict = dataclasses.field(default_factory=dict)      # name -> (cosine, rel_error)
+    model_drift: tuple = None                                  # (cosine, rel_error) of the output
 
     @property
     def saved_bytes(self):
-        """Weight memory freed: all of fp_bytes minus the packed bytes if the
-        latent weights were dropped; nothing (a net cost) if they are kept."""
-        return self.fp_bytes - self.packed_bytes if not self.latent_kept else -self.packed_bytes
+        """The drop in the memory the model holds (negative: it grew)."""
+        return self.freed_bytes - self.packed_bytes - self.frame_bytes
 
     def __str__(self):
+        mib = 2 ** 20
+        kept_tied = [n for n in self.tied if n not in self.replaced]
         lines = [f"tfmbs.convert: {len(self.replaced)} layers replaced, {len(self.failed)} failed, "
-                 f"{len(self.excluded)} excluded",
-                 f"  weights: {self.fp_bytes / 2**20:.2f} MiB fp -> {self.packed_bytes / 2**20:.2f} MiB "
-                 f"packed ({self.fp_bytes / max(self.packed_bytes, 1):.1f}x smaller); "
+                 f"{len(self.excluded)} excluded, {len(kept_tied)} kept fp (weight tied)",
+                 f"  weights: {self.fp_bytes / mib:.2f} MiB fp -> {self.packed_bytes / mib:.2f} MiB "
+                 f"packed ({self.fp_bytes / max(self.packed_bytes, 1):.1f}x smaller) + "
+                 f"{self.frame_bytes / mib:.2f} MiB resident frames; "
                  f"{'latent weights kept' if self.latent_kept else 'latent weights dropped'}, "
-                 f"saved {self.saved_bytes / 2**20:.2f} MiB"]
+                 f"{self.freed_bytes / mib:.2f} MiB fp freed, saved {self.saved_bytes / mib:.2f} MiB"]
+        for name, holders in self.tied.items():
+            state = ("converted, its fp weight still held" if name in self.replaced
+                     else "kept fp (convert_tied=True converts it)")
+            lines.append(f"  tied: {name}: weight shared with {', '.join(holders)}; {state}")
         lines += [f"  failed: {name}: {err}" for name, err in self.failed]
+        if self.model_drift is not None:
+            lines.append("  drift from fp on the calibration batch (cosine, relative error):")
+            rows = [("model output", self.model_drift)] + list(self.drift.items())
+            lines += [f"    {name}: {c:.4f}, {r:.4f}" for name, (c, r) in rows]
         return "\n".join(lines)
 
 
@@ -96,8 +125,36 @@ def _default_mapping():
     return mapping
 
 
+def _storage_key(t):
+    return t.device, t.untyped_storage().data_ptr()
+
+
+def _held_bytes(model):
+    """Bytes of the storages the model's parameters and buffers hold, each once."""
+    held = {}
+    for t in itertools.chain(model.parameters(), model.buffers()):
+        held[_storage_key(t)] = t.untyped_storage().nbytes()
+    return sum(held.values())
+
+
+def _fp_holders(model, converting):
+    """{storage key: [qualified names]} of the parameters and buffers of the
+    modules that stay fp (all but the ids in `converting`)."""
+    holders = {}
+    for mname, m in model.named_modules(remove_duplicate=False):
+        if id(m) in converting:
+            continue
+        for tname, t in itertools.chain(m.named_parameters(recurse=False),
+                                        m.named_buffers(recurse=False)):
+            names = holders.setdefault(_storage_key(t), [])
+            qualified = f"{mname}.{tname}" if mname else tname
+            if qualified not in names:
+                names.append(qualified)
+    return holders
+
+
 def convert(model, mapping=None, exclude=(), inplace=False, *, device=None, keep_latent=False,
-            errors="warn", **layer_kwargs):
+            errors="warn", convert_tied=False, calibration=None, min_cosine=0.9, **layer_kwargs):
     """Replaces the modules of `model` whose exact class is a key of `mapping`.
 
     mapping: {module class: replacement class}, default {nn.Linear: TFMBSLinear},
@@ -116,6 +173,25 @@ def convert(model, mapping=None, exclude=(), inplace=False, *, device=None, keep
       keep_latent=True to train, or run eval() / torch.no_grad() to infer.
     errors: "warn" keeps a layer whose replacement fails (warning naming it);
       "raise" raises instead.
+    convert_tied: also convert a layer whose weight is tied to a parameter or
+      buffer that stays fp, as GPT-2's lm_head is to the token embedding.
+      Off by default: the fp weight stays held for the embedding, so
+      converting frees nothing and adds the packed weight, and a ternary
+      output head adds to the drift (BitNet b1.58 ternarizes only the
+      attention and feed-forward linears). Such layers are listed in
+      ConvertReport.tied either way.
+    calibration: a batch to measure the drift on: a tensor (model(x)), a
+      tuple (model(*args)) or a dict (model(**kwargs)), as the model takes
+      it (same device). The model runs on it in eval mode under no_grad
+      before and after conversion (training flags are restored); the report
+      gets each replaced layer's and the output's cosine similarity and
+      relative error to fp (ConvertReport.drift, model_drift). For a
+      ModelOutput or tuple, the output compared is its first tensor with
+      a dimension (logits, last_hidden_state).
+    min_cosine: with a calibration batch, convert() warns when the output's
+      cosine to fp is below this (default 0.9; the pretrained MiniLM
+      ternarized without training gives 0.55, weights already ternary
+      above 0.999).
     layer_kwargs: passed to from_torch (act_mode, packing, method, per_channel...).
 
     A module registered in several places (model.a = model.b = lin) gets one
@@ -127,6 +203,11 @@ def convert(model, mapping=None, exclude=(), inplace=False, *, device=None, keep
     """
     if errors not in ("warn", "raise"):
         raise ValueError(f"convert: errors={errors!r} must be 'warn' or 'raise'")
+    if isinstance(min_cosine, bool) or not isinstance(min_cosine, (int, float)) or \
+            not -1 <= min_cosine <= 1:
+        raise ValueError(f"convert: min_cosine={min_cosine!r} must be a number in [-1, 1]")
+    if calibration is not None:
+        drift.check_calibration(calibration)
     mapping = _default_mapping() if mapping is None else dict(mapping)
     exclude = (exclude,) if isinstance(exclude, (str, type)) else tuple(exclude)
     if not inplace:
@@ -139,22 +220,37 @@ def convert(model, mapping=None, exclude=(), inplace=False, *, device=None, keep
     for n, m in model.named_modules(remove_duplicate=False):
         if n and type(m) in mapping:
             targets.setdefault(id(m), (m, []))[1].append(n)
+    for key, (child, names) in list(targets.items()):
+        if len(names) > 1:
+            report.aliases[names[0]] = names[1:]
+        if any(_excluded(n, child, exclude) for n in names):
+            report.excluded.append(names[0])
+            del targets[key]
+    holders = _fp_holders(model, targets)
+    for key, (child, names) in list(targets.items()):
+        w = getattr(child, "weight", None)
+        tied = holders.get(_storage_key(w)) if isinstance(w, torch.Tensor) else None
+        if tied:
+            report.tied[names[0]] = tied
+            if not convert_tied:
+                del targets[key]
+    # The fp outputs come first: with inplace=True there is no other fp model.
+    recording = (drift.record(model, calibration, {names[0]: m for m, names in targets.values()})
+                 if calibration is not None else None)
+    # Frames of live packed weights only: the count sweeps those of dead ones.
+    held_before, frames_before = _held_bytes(model), frame_cache_info()["bytes"]
+    weights = {}  # storage key -> bytes of the replaced layers' fp weights
     for child, names in targets.values():
         name = names[0]
-        if len(names) > 1:
-            report.aliases[name] = names[1:]
         replacement = mapping[type(child)]
-        if any(_excluded(n, child, exclude) for n in names):
-            report.excluded.append(name)
-            continue
         new = None
         try:
             target = device
             if target is None:
                 p = next(child.parameters(), None)
                 target = p.device if p is not None else torch.device("cpu")
-            fp_bytes = sum(p.numel() * p.element_size() for n, p in child.named_parameters()
-                           if n == "weight")
+            fp_weights = {_storage_key(p): p.numel() * p.element_size()
+                          for n, p in child.named_parameters() if n == "weight"}
             new = replacement.from_torch(child, **layer_kwargs)
             new.preprocess_weights()
             new.move_weights_to_device(target)
@@ -178,8 +274,24 @@ def convert(model, mapping=None, exclude=(), inplace=False, *, device=None, keep
             report.failed.append((name, msg))
             continue
         report.replaced.append(name)
-        report.fp_bytes += fp_bytes
+        weights.update(fp_weights)
         report.packed_bytes += new.packed_bytes() if hasattr(new, "packed_bytes") else 0
+    report.fp_bytes = sum(weights.values())
+    report.frame_bytes = frame_cache_info()["bytes"] - frames_before
+    # What the model holds less, the packed weights (new storages) set aside.
+    report.freed_bytes = held_before - _held_bytes(model) + report.packed_bytes
+    if recording is not None:
+        report.drift, report.model_drift = drift.compare(model, calibration, recording,
+                                                         report.replaced)
+        cosine, rel = report.model_drift
+        if not cosine >= min_cosine:  # NaN too
+            warnings.warn(
+                f"tfmbs.convert: post-training ternarization changed the model's outputs a lot: "
+                f"cosine {cosine:.3f} to the fp model's on the calibration batch (relative error "
+                f"{rel:.3f}; min_cosine={min_cosine}). Ternary weights need quantization-aware "
+                f"training or a model trained ternary: convert with keep_latent=True and fine-tune "
+                f"in train mode, the straight-through recipe examples/qat_digits.py trains its "
+                f"TFMBSLinear layers with.", stacklevel=2)
     return model, report
 
 
