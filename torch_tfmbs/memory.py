@@ -64,27 +64,24 @@ _WIDTH = 75  # memory_summary's table, between its borders: torch.cuda.memory_su
 
 # The cell formats of torch.cuda.memory_summary. The unit comes from `pref`,
 # the metric's "all" value, so that the pool rows under it share its unit.
-def _format_size(size, pref):
-    units = ("B  ", "KiB", "MiB", "GiB", "TiB", "PiB")
+def _scaled(value, pref, units, base, limit):
     unit = units[0]
     for bigger in units[1:]:
-        if pref < 768 * 1024:
+        if pref < limit:
             break
         unit = bigger
-        size //= 1024
-        pref /= 1024
+        value //= base
+        pref /= base
+    return value, unit
+
+
+def _format_size(size, pref):
+    size, unit = _scaled(size, pref, ("B  ", "KiB", "MiB", "GiB", "TiB", "PiB"), 1024, 768 * 1024)
     return f"{size:6d} {unit}"
 
 
 def _format_count(count, pref):
-    units = (" ", "K", "M")
-    unit = units[0]
-    for bigger in units[1:]:
-        if pref < 750 * 1000:
-            break
-        unit = bigger
-        count //= 1000
-        pref /= 1000
+    count, unit = _scaled(count, pref, (" ", "K", "M"), 1000, 750 * 1000)
     return f"{count:7d} {unit} "
 
 
