@@ -14,6 +14,7 @@ struct Row {
 
 struct Session {
   std::thread::id thread;
+  bool all_threads;
   uint64_t first_row;  // absolute index of the first row it may see
 };
 
@@ -26,14 +27,16 @@ uint64_t g_dropped = 0;
 auto* g_sessions = new std::map<uint64_t, Session>;
 uint64_t g_next_session = 1;
 
+thread_local std::vector<uint64_t> t_correlation;
+
 }  // namespace
 
 bool op_log_enabled() { return g_profilers.load(std::memory_order_relaxed) > 0; }
 
-uint64_t op_log_start() {
+uint64_t op_log_start(bool all_threads) {
   std::lock_guard<std::mutex> lock(g_mutex);
   const uint64_t id = g_next_session++;
-  (*g_sessions)[id] = {std::this_thread::get_id(), g_dropped + g_rows->size()};
+  (*g_sessions)[id] = {std::this_thread::get_id(), all_threads, g_dropped + g_rows->size()};
   ++g_profilers;
   return id;
 }
@@ -47,7 +50,7 @@ std::vector<OpRecord> op_log_stop(uint64_t session) {
   --g_profilers;
   std::vector<OpRecord> out;
   for (uint64_t i = s.first_row - g_dropped; i < g_rows->size(); ++i) {
-    if ((*g_rows)[i].thread == s.thread) out.push_back((*g_rows)[i].record);
+    if (s.all_threads || (*g_rows)[i].thread == s.thread) out.push_back((*g_rows)[i].record);
   }
   if (g_sessions->empty()) {
     g_dropped += g_rows->size();
@@ -60,5 +63,13 @@ void op_log_append(OpRecord record) {
   std::lock_guard<std::mutex> lock(g_mutex);
   if (g_profilers > 0) g_rows->push_back({std::this_thread::get_id(), std::move(record)});
 }
+
+void op_log_push_correlation(uint64_t id) { t_correlation.push_back(id); }
+
+void op_log_pop_correlation() {
+  if (!t_correlation.empty()) t_correlation.pop_back();
+}
+
+uint64_t op_log_current_correlation() { return t_correlation.empty() ? 0 : t_correlation.back(); }
 
 }  // namespace tfmbs

@@ -1,5 +1,7 @@
-// The per-op record torch_tfmbs.profiler() shows: while a profiler is
-// active, each fabric op and each host (fallback) op appends one row.
+// The per-op record of the profilers (torch_tfmbs.profiler(), and the
+// device events torch.profiler shows for ProfilerActivity.PrivateUse1):
+// while one is active, each fabric op and each host (fallback) op appends
+// one row.
 #pragma once
 
 #include <atomic>
@@ -19,15 +21,25 @@ struct OpRecord {
   fabric::OpCounters counters;  // empty for host ops
   uint64_t bytes = 0;           // bytes the op read and wrote on the device
   uint64_t wall_ns = 0;
+  int64_t start_ns = 0;         // system clock, ns since the epoch (Kineto's time base)
+  int64_t stream = 0;           // the device's current stream id
+  uint64_t correlation = 0;     // the innermost torch.profiler op around it (0: none)
 };
 
 // True while at least one profiler is recording (cheap to test per op).
 bool op_log_enabled();
-// Starts a profiler session on the calling thread; returns its handle.
-uint64_t op_log_start();
-// Ends session `session`: the rows the thread that started it recorded
-// between its start and now.
+// Starts a profiler session; returns its handle. It sees the rows of the
+// calling thread, or of every thread if all_threads.
+uint64_t op_log_start(bool all_threads = false);
+// Ends session `session`: the rows it sees that were recorded between its
+// start and now.
 std::vector<OpRecord> op_log_stop(uint64_t session);
 void op_log_append(OpRecord record);
+
+// The calling thread's stack of torch.profiler correlation ids (one per open
+// op); a row records the top.
+void op_log_push_correlation(uint64_t id);
+void op_log_pop_correlation();
+uint64_t op_log_current_correlation();
 
 }  // namespace tfmbs

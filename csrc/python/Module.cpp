@@ -181,7 +181,7 @@ PYBIND11_MODULE(_C, m) {
     d["engine_isa"] = fabric::isa_name(fast_engine().isa());
     return d;
   });
-  m.def("profiler_start", &op_log_start);
+  m.def("profiler_start", [] { return op_log_start(); });
   m.def("profiler_stop", [](uint64_t session) {
     py::list rows;
     for (const OpRecord& r : op_log_stop(session)) {

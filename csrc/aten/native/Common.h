@@ -4,6 +4,7 @@
 #pragma once
 
 #include <ATen/core/Tensor.h>
+#include <c10/core/impl/VirtualGuardImpl.h>
 
 #include <chrono>
 #include <string>
@@ -24,17 +25,22 @@ inline at::Tensor host(const at::Tensor& t) {
   return t.defined() && t.device().type() == kTfmbs ? cpu_alias(t) : t;
 }
 
-// Appends one row to the op log (torch_tfmbs.profiler) when the scope ends,
-// if a profiler is recording; the wall time is the scope's.
+// Appends one row to the op log (the profilers, device/OpLog.h) when the
+// scope ends, if a profiler is recording; the wall time is the scope's.
 class OpLogScope {
  public:
   OpLogScope() : enabled_(op_log_enabled()) {
-    if (enabled_) start_ = std::chrono::steady_clock::now();
+    if (!enabled_) return;
+    record.start_ns = std::chrono::duration_cast<std::chrono::nanoseconds>(
+                          std::chrono::system_clock::now().time_since_epoch()).count();
+    start_ = std::chrono::steady_clock::now();
   }
   ~OpLogScope() {
     if (!enabled_ || record.op.empty()) return;
     record.wall_ns = static_cast<uint64_t>(
         std::chrono::duration_cast<std::chrono::nanoseconds>(std::chrono::steady_clock::now() - start_).count());
+    record.stream = c10::impl::VirtualGuardImpl(kTfmbs).getStream(c10::Device(kTfmbs, record.device)).id();
+    record.correlation = op_log_current_correlation();
     op_log_append(std::move(record));
   }
   OpLogScope(const OpLogScope&) = delete;
