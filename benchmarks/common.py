@@ -11,12 +11,18 @@ os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # both sides of every compa
 RESULTS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "results")
 
 
-def median_seconds(fn, repeats=15, warmup=3, min_time=0.0):
-    """Median wall time of fn() over `repeats` runs, after `warmup` runs."""
+def median_seconds(fn, repeats=15, warmup=3, min_time=0.0, between=None):
+    """Median wall time of fn() over `repeats` runs, after `warmup` runs.
+    between: a function run before each call of fn (warm-up included),
+    outside the timed span: fn is timed as it runs amid other work."""
     for _ in range(warmup):
+        if between is not None:
+            between()
         fn()
     times = []
     while len(times) < repeats or sum(times) < min_time:
+        if between is not None:
+            between()
         start = time.perf_counter()
         fn()
         times.append(time.perf_counter() - start)
@@ -36,6 +42,14 @@ def median_seconds_interleaved(fns, repeats=15, warmup=3):
             fn()
             t.append(time.perf_counter() - start)
     return [statistics.median(t) for t in times]
+
+
+def read_bandwidth():
+    """Bytes/s of a full-core streaming read (torch.sum over 1 GiB)."""
+    import torch  # here: importing this module must not load torch (OMP_WAIT_POLICY first)
+    big = torch.ones(1 << 28)  # 1 GiB of float32
+    t = median_seconds(lambda: big.sum(), repeats=15, warmup=3)
+    return big.numel() * 4 / t
 
 
 def write_results(name, title, columns, rows, notes=()):

@@ -9,7 +9,10 @@ PASSIVE for the torch side (common.py), torch on all cores:
            call (Python included), output left on the device as for the others.
 Weight shapes 4096x4096, 11008x4096, 4096x11008 (out x in); batch 1, 8, 64;
 hot = the same weights every call, cold = rotating over enough copies of the
-weights to exceed the last-level cache several times. Then a decode stack of
+weights to exceed the last-level cache several times, between ops = cold with
+an fp32 CPU op of a decode step run (untimed) before each timed call: the
+RMSNorm + residual of the batch's 4096-wide activations and their queries'
+attention over an 8 MiB KV cache (between_op). Then a decode stack of
 8 layers alternating 4096->11008->4096 at batch 1 (time per token).
 Roofline: PT-5 weight bytes / the memory read bandwidth measured in the same
 run (a full-core torch.sum over 1 GiB).
@@ -34,11 +37,20 @@ COLD_BYTES = 96 << 20  # 3x the 32 MiB L3 of these machines
 GOALS_4096 = {(1, "hot"): 0.150, (1, "cold"): 0.375, (8, "hot"): 0.650, (8, "cold"): 0.650}
 
 
-def read_bandwidth():
-    """Bytes/s of a full-core streaming read (torch.sum over 1 GiB)."""
-    big = torch.ones(1 << 28)  # 1 GiB of float32
-    t = common.median_seconds(lambda: big.sum(), repeats=15, warmup=3)
-    return big.numel() * 4 / t
+def between_op(batch):
+    """The fp32 CPU work between two linears of a decode step (7B shapes):
+    residual add + RMSNorm of `batch` tokens 4096 wide, then their queries
+    (32 heads x 128) attend over one layer's KV cache of 256 positions
+    (8 MiB of fp32 K and V, read every call: it pushes weights and the
+    fabric's state out of the caches, and the OpenMP threads wake up)."""
+    h, res, gain = torch.randn(batch, 4096), torch.randn(batch, 4096), torch.ones(4096)
+    k, v = torch.randn(1, 32, 256, 128), torch.randn(1, 32, 256, 128)
+
+    def op():
+        y = h + res
+        y = y * torch.rsqrt(y.pow(2).mean(-1, keepdim=True) + 1e-6) * gain
+        return F.scaled_dot_product_attention(y.view(1, batch, 32, 128).transpose(1, 2), k, v)
+    return op
 
 
 def ternary_module(out_f, in_f, seed):
@@ -67,15 +79,17 @@ def int8_candidates(weights):
              True)]
 
 
-def time_rotating(fns, x, repeats):
-    """Median time of one call when calls rotate over fns (hot: one fn)."""
+def time_rotating(fns, x, repeats, between=None):
+    """Median time of one call when calls rotate over fns (hot: one fn); with
+    `between`, that runs untimed before each call."""
     state = {"i": 0}
 
     def step():
         fns[state["i"] % len(fns)](x)
         state["i"] += 1
 
-    return common.median_seconds(step, repeats=max(repeats, 2 * len(fns)), warmup=len(fns) + 2)
+    return common.median_seconds(step, repeats=max(repeats, 2 * len(fns)), warmup=len(fns) + 2,
+                                 between=between)
 
 
 def shape_rows(bandwidth):
@@ -92,15 +106,19 @@ def shape_rows(bandwidth):
             x = torch.randn(batch, in_f)
             xb, xd = x.to(torch.bfloat16), x.to("tfmbs")
             reps = 9 if QUICK else (25 if batch < 64 else 11)
-            for cond in ("hot", "cold"):
+            between = between_op(batch)
+            with torch.inference_mode():
+                between_t = common.median_seconds(between, reps)
+            for cond in ("hot", "cold", "between ops"):
                 k = 1 if cond == "hot" else None
+                op = between if cond == "between ops" else None
                 with torch.inference_mode():
-                    fp = time_rotating([lambda x, w=w: F.linear(x, w) for w in fp_weights[:k]], x, reps)
+                    fp = time_rotating([lambda x, w=w: F.linear(x, w) for w in fp_weights[:k]], x, reps, op)
                     int8 = {}
                     for name, fns, bf16 in int8_paths:
-                        int8[name] = time_rotating(fns[:k], xb if bf16 else x, reps)
+                        int8[name] = time_rotating(fns[:k], xb if bf16 else x, reps, op)
                     best = min(int8, key=int8.get)
-                    tf = time_rotating(tern[:k], xd, reps)
+                    tf = time_rotating(tern[:k], xd, reps, op)
                 roof = pt5_bytes / bandwidth
                 goal = GOALS_4096.get((batch, cond)) if (out_f, in_f) == (4096, 4096) else None
                 if goal is None and batch == 64:
@@ -111,6 +129,7 @@ def shape_rows(bandwidth):
                     "tfmbs ms": tf * 1e3, "fp32 / tfmbs": fp / tf, "int8 / tfmbs": int8[best] / tf,
                     "roofline ms": roof * 1e3, "tfmbs / roofline": tf / roof,
                     "goal ms": goal if goal is not None else "-",
+                    "between op ms": between_t * 1e3 if op else "-",
                 })
                 print(rows[-1], flush=True)
         del fp_weights, int8_paths, tern
@@ -137,12 +156,13 @@ def decode_stack_rows(bandwidth):
     return [{"weights (out x in)": "decode stack 8 x (4096->11008->4096)", "batch": 1, "cond": "per token",
              "fp32 ms": t_fp * 1e3, "int8 ms": t_q * 1e3, "int8 kernel": "dynamic x86",
              "tfmbs ms": t_t * 1e3, "fp32 / tfmbs": t_fp / t_t, "int8 / tfmbs": t_q / t_t,
-             "roofline ms": roof * 1e3, "tfmbs / roofline": t_t / roof, "goal ms": 1.5 * roof * 1e3}]
+             "roofline ms": roof * 1e3, "tfmbs / roofline": t_t / roof, "goal ms": 1.5 * roof * 1e3,
+             "between op ms": "-"}]
 
 
 def main():
     torch_tfmbs.set_fallback_mode("allow")
-    bw = read_bandwidth()
+    bw = common.read_bandwidth()
     print(f"memory read bandwidth: {bw / 1e9:.1f} GB/s", flush=True)
     rows = shape_rows(bw) + decode_stack_rows(bw)
     columns = list(rows[0].keys())
@@ -155,6 +175,11 @@ def main():
          "int8 = the faster of quantize_dynamic Linear (x86 engine, fp32 in/out) and "
          "torch._weight_int8pack_mm (bf16 activations)",
          "hot: the same weights every call; cold: rotating over copies totalling >= 96 MiB (L3 is 32 MiB)",
+         "between ops: cold, and before each timed call (fp32, int8 and tfmbs alike) an untimed fp32 CPU "
+         "op of a decode step: residual add + RMSNorm of the batch's 4096-wide activations, then their "
+         "queries (32 heads x 128) attend over an 8 MiB fp32 KV cache (256 positions); only the linear "
+         "is timed; 'between op ms' is that op's own time; tfmbs / roofline on these rows is the "
+         "linear's time over the DRAM time of its PT-5 bytes in a decode-like setting",
          "goal ms: llama.cpp TQ2_0 on this machine kind (batch 1 hot 150 us, cold 375 us), batch 8 650 us "
          "(4096x4096); batch 64: torch int8's time; decode stack: 1.5x the roofline",
          f"torch threads: {torch.get_num_threads()}; fabric threads: TFMBS_THREADS="
