@@ -11,7 +11,7 @@
 """
 import sys
 
-import common  # noqa: F401  (sets OMP_WAIT_POLICY before torch loads)
+import common
 import torch
 import torch.nn.functional as F
 

@@ -6,7 +6,6 @@ import platform
 import statistics
 import time
 
-os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # both sides of every comparison
 
 RESULTS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "results")
 
@@ -46,7 +45,7 @@ def median_seconds_interleaved(fns, repeats=15, warmup=3):
 
 def read_bandwidth():
     """Bytes/s of a full-core streaming read (torch.sum over 1 GiB)."""
-    import torch  # here: importing this module must not load torch (OMP_WAIT_POLICY first)
+    import torch  # here: importing this module must not load torch
     big = torch.ones(1 << 28)  # 1 GiB of float32
     t = median_seconds(lambda: big.sum(), repeats=15, warmup=3)
     return big.numel() * 4 / t
@@ -56,7 +55,8 @@ def write_results(name, title, columns, rows, notes=()):
     """Writes rows (dicts keyed by columns) as JSON and a markdown table."""
     os.makedirs(RESULTS, exist_ok=True)
     meta = {"machine": platform.machine(), "cores": os.cpu_count(),
-            "OMP_WAIT_POLICY": os.environ.get("OMP_WAIT_POLICY"), "notes": list(notes)}
+            "OMP_WAIT_POLICY": os.environ.get("OMP_WAIT_POLICY") or "unset (libgomp's default)",
+            "notes": list(notes)}
     with open(os.path.join(RESULTS, f"{name}.json"), "w") as f:
         json.dump({"title": title, "meta": meta, "rows": rows}, f, indent=2)
     lines = [f"# {title}", "", "| " + " | ".join(columns) + " |",

@@ -3,7 +3,7 @@ one run: a GPT-2 forward (4 layers, width 256, batch 4 x 128 tokens) and an
 MLP training step (3 x Linear(512) + GELU, AdamW, batch 64). The goal: on
 tfmbs compiled <= eager, with the ratio CPU gets.
 """
-import common  # noqa: F401  (sets OMP_WAIT_POLICY before torch loads)
+import common
 import torch
 import transformers as tf
 

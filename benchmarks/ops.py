@@ -15,7 +15,7 @@ CPU and tfmbs are timed one op after the other, so drift hits both.
 """
 import argparse
 
-import common  # noqa: F401  (sets OMP_WAIT_POLICY before torch loads)
+import common
 import torch
 import torch.nn.functional as F
 

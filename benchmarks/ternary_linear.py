@@ -1,7 +1,8 @@
 """TFMBSLinear on tfmbs vs the CPU's fp32 and int8 linear layers.
 
-Side by side in one run, median of repeats after warm-up, OMP_WAIT_POLICY=
-PASSIVE for the torch side (common.py), torch on all cores:
+Side by side in one run, median of repeats after warm-up, torch on all cores
+(OpenMP's wait policy as the user has it; the fabric engine runs on the same
+OpenMP team, csrc/device/OpenMPTeam.h):
   * fp32:  F.linear on CPU;
   * int8:  the faster of torch's dynamic quantized Linear (x86 engine) and
            torch._weight_int8pack_mm with bf16 activations;

@@ -3,7 +3,7 @@
 Goal (issue 4): ratio >= 0.8 at >= 64 MiB. The memcpy baseline is
 torch's CPU copy_ between two preallocated CPU tensors (one memcpy).
 """
-import common  # noqa: F401  (sets OMP_WAIT_POLICY before torch loads)
+import common
 import torch
 
 import torch_tfmbs  # noqa: F401

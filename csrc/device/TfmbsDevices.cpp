@@ -9,6 +9,7 @@
 #include <string>
 #include <vector>
 
+#include "device/OpenMPTeam.h"
 #include "fabric/fabric_config.h"
 
 namespace tfmbs {
@@ -118,6 +119,7 @@ const fabric::FabricConfig& fabric_config() {
 
 fabric::FastEngine& fast_engine() {
   static fabric::FastEngine* engine = [] {
+    fabric::ThreadPool::global().use_team(openmp_team());
     fabric::FastEngineOptions options;
     options.threads = static_cast<int>(fabric_config().threads);
     return new fabric::FastEngine(options);  // leaked: used until exit

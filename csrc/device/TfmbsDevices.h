@@ -34,7 +34,8 @@ fabric::FrameResidency& device_residency(c10::DeviceIndex index);
 // The fabric model every device follows (tiles, clock, engine threads...).
 const fabric::FabricConfig& fabric_config();
 // The fast engine the devices run fabric ops on (one, shared: the host's
-// cores are shared too), with TFMBS_THREADS threads.
+// cores are shared too), with TFMBS_THREADS threads of torch's OpenMP team
+// (OpenMPTeam.h).
 fabric::FastEngine& fast_engine();
 // True in a child process forked after the parent put data in a pool: the
 // child's pool is a copy-on-write snapshot that the parent never sees, and

@@ -1,11 +1,13 @@
 #include "fabric/thread_pool.h"
 
+#include <algorithm>
 #include <stdexcept>
 #include <string>
 
 namespace tfmbs::fabric {
 namespace {
 thread_local bool t_inside_pool_task = false;
+constexpr int kMaxThreads = 1024;
 }
 
 int ThreadPool::hardware_threads() {
@@ -19,7 +21,7 @@ ThreadPool::~ThreadPool() { stop(); }
 
 void ThreadPool::start(int threads) {
   if (threads == 0) threads = hardware_threads();
-  if (threads < 1 || threads > 1024)
+  if (threads < 1 || threads > kMaxThreads)
     throw std::invalid_argument("ThreadPool: threads=" + std::to_string(threads) +
                                 " out of range [1, 1024] (0 = hardware cores)");
   stopping_ = false;
@@ -39,12 +41,21 @@ void ThreadPool::stop() {
 
 void ThreadPool::resize(int threads) {
   if (threads == 0) threads = hardware_threads();
-  if (threads < 1 || threads > 1024)
+  if (threads < 1 || threads > kMaxThreads)
     throw std::invalid_argument("ThreadPool: threads=" + std::to_string(threads) +
                                 " out of range [1, 1024] (0 = hardware cores)");
   std::lock_guard<std::mutex> job(submit_mutex_);
   stop();
+  team_ = {};
   start(threads);
+}
+
+void ThreadPool::use_team(Team team) {
+  if (!team.size || !team.run) throw std::invalid_argument("ThreadPool::use_team: size and run are required");
+  std::lock_guard<std::mutex> job(submit_mutex_);
+  stop();
+  team_ = team;
+  share_ = std::make_unique<Share[]>(kMaxThreads);  // the team's size may change
 }
 
 ThreadPool& ThreadPool::global() {
@@ -91,11 +102,22 @@ void ThreadPool::worker_loop(int index) {
   }
 }
 
+void ThreadPool::run_on_team(int threads) {
+  team_.run(
+      threads,
+      [](void* self, int participant) {
+        t_inside_pool_task = true;
+        static_cast<ThreadPool*>(self)->run_tasks(participant);
+        t_inside_pool_task = false;
+      },
+      this);
+}
+
 void ThreadPool::parallel_for(int64_t tasks, const std::function<void(int64_t)>& fn,
                               int max_threads) {
   if (tasks <= 0) return;
   int threads = max_threads <= 0 ? this->threads() : std::min(max_threads, this->threads());
-  if (threads > tasks) threads = static_cast<int>(tasks);
+  threads = std::min<int64_t>({threads, tasks, kMaxThreads});
   if (threads <= 1 || t_inside_pool_task) {
     for (int64_t i = 0; i < tasks; ++i) fn(i);
     return;
@@ -111,10 +133,22 @@ void ThreadPool::parallel_for(int64_t tasks, const std::function<void(int64_t)>&
       share_[static_cast<size_t>(p)].end = tasks * (p + 1) / threads;
     }
     error_ = nullptr;
-    participants_ = threads - 1;
-    running_ = 0;
-    job_open_ = true;
-    ++generation_;
+    if (team_.run) {
+      participants_ = 0;
+    } else {
+      participants_ = threads - 1;
+      running_ = 0;
+      job_open_ = true;
+      ++generation_;
+    }
+  }
+  if (team_.run) {
+    run_on_team(threads);
+    std::exception_ptr error = error_;
+    error_ = nullptr;
+    fn_ = nullptr;
+    if (error) std::rethrow_exception(error);
+    return;
   }
   work_cv_.notify_all();
   t_inside_pool_task = true;

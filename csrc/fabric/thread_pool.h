@@ -9,6 +9,11 @@
 // The caller never waits for a worker that has not woken up by the time
 // every task is claimed: such a worker skips the job (a sleeping thread can
 // take tens of microseconds to wake on a VM).
+// A host framework can lend the pool its own team of threads (use_team):
+// jobs then run on that team, with the same shares and stealing, and the
+// pool's workers are gone, so the framework's threads and the engine's
+// never compete for the cores, and a team that polls after its work (as
+// OpenMP's does) starts the engine's job without a wake-up.
 #pragma once
 
 #include <atomic>
@@ -32,10 +37,22 @@ class ThreadPool {
   ThreadPool(const ThreadPool&) = delete;
   ThreadPool& operator=(const ThreadPool&) = delete;
 
-  int threads() const { return static_cast<int>(workers_.size()) + 1; }
+  int threads() const { return team_.run ? team_.size() : static_cast<int>(workers_.size()) + 1; }
   // Waits for a running job, then replaces the workers (same rules as the
-  // constructor).
+  // constructor) and stops using a team.
   void resize(int threads);
+
+  // Threads lent by someone else: size() is how many it runs at once now;
+  // run(n, body, ctx) calls body(ctx, p) for p in [0, n) concurrently
+  // (p = 0 on the calling thread; fewer threads may serve them, one after
+  // another) and returns when every call has returned.
+  struct Team {
+    int (*size)() = nullptr;
+    void (*run)(int n, void (*body)(void* ctx, int participant), void* ctx) = nullptr;
+  };
+  // Waits for a running job; from then on jobs run on `team` and the
+  // pool's own workers are stopped.
+  void use_team(Team team);
 
   // Runs fn(i) for every i in [0, tasks) on at most max_threads threads
   // (<= 0: all of the pool's), the caller included; returns when all are
@@ -53,6 +70,7 @@ class ThreadPool {
   void stop();
   void worker_loop(int index);
   void run_tasks(int participant);
+  void run_on_team(int threads);
 
   struct Share {
     std::atomic<int64_t> next{0};
@@ -73,6 +91,7 @@ class ThreadPool {
   int shares_ = 0;  // participants of the current job, caller included
   std::unique_ptr<Share[]> share_;  // one per possible participant
   std::exception_ptr error_;
+  Team team_;
 };
 
 }  // namespace tfmbs::fabric

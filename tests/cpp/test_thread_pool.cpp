@@ -97,5 +97,57 @@ TEST(ThreadPool, IdleWorkersDoNotSpin) {
   EXPECT_LT(cpu_ms, 60.0);
 }
 
+// A lent team: participant 0 on the caller, the others on fresh threads
+// (records which threads served the job).
+std::atomic<int> g_team_calls{0};
+int four() { return 4; }
+void thread_team(int n, void (*body)(void*, int), void* ctx) {
+  ++g_team_calls;
+  std::vector<std::thread> others;
+  for (int p = 1; p < n; ++p) others.emplace_back([=] { body(ctx, p); });
+  body(ctx, 0);
+  for (auto& t : others) t.join();
+}
+// A team that can only run on the caller: every participant in turn.
+int one() { return 1; }
+void serial_team(int n, void (*body)(void*, int), void* ctx) {
+  for (int p = 0; p < n; ++p) body(ctx, p);
+}
+
+TEST(ThreadPool, RunsJobsOnALentTeam) {
+  ThreadPool pool(2);
+  pool.use_team({&four, &thread_team});
+  EXPECT_EQ(pool.threads(), 4);
+  const int calls = g_team_calls.load();
+  for (int64_t tasks : {2, 7, 100}) {
+    std::vector<std::atomic<int>> hits(static_cast<size_t>(tasks));
+    pool.parallel_for(tasks, [&](int64_t i) { hits[static_cast<size_t>(i)]++; });
+    for (auto& h : hits) EXPECT_EQ(h.load(), 1);
+  }
+  EXPECT_EQ(g_team_calls.load(), calls + 3);
+  // Errors still reach the caller; nested calls still run inline.
+  EXPECT_THROW(pool.parallel_for(8, [](int64_t i) { if (i == 5) throw std::runtime_error("task 5"); }),
+               std::runtime_error);
+  std::atomic<int> inner{0};
+  pool.parallel_for(4, [&](int64_t) { pool.parallel_for(3, [&](int64_t) { ++inner; }); });
+  EXPECT_EQ(inner.load(), 12);
+  // resize() goes back to the pool's own workers.
+  pool.resize(3);
+  EXPECT_EQ(pool.threads(), 3);
+  pool.parallel_for(9, [](int64_t) {});
+  EXPECT_EQ(g_team_calls.load(), calls + 5);
+}
+
+TEST(ThreadPool, ATeamServingParticipantsInTurnStillRunsEveryTask) {
+  ThreadPool pool(1);
+  pool.use_team({&four, &serial_team});
+  std::vector<std::atomic<int>> hits(50);
+  pool.parallel_for(50, [&](int64_t i) { hits[static_cast<size_t>(i)]++; });
+  for (auto& h : hits) EXPECT_EQ(h.load(), 1);
+  pool.use_team({&one, &serial_team});
+  EXPECT_EQ(pool.threads(), 1);
+  EXPECT_THROW(pool.use_team({}), std::invalid_argument);
+}
+
 }  // namespace
 }  // namespace tfmbs::fabric
