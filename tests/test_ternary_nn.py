@@ -317,3 +317,30 @@ def test_converted_model_saves_packed_and_loads_back():
     x = torch.randn(4, 10).to("tfmbs")
     with torch.no_grad():
         assert torch.equal(other(x).cpu(), conv(x).cpu())
+
+
+def test_inference_call_of_a_dropped_latent_layer_matches_cpu_and_follows_changes():
+    # The no-grad call of a layer without latent weight goes straight to the
+    # op (nn.py's fast path): same values as the CPU layer, and later
+    # changes to bias and scale are seen.
+    torch.manual_seed(3)
+    cpu = TFMBSLinear(48, 24).eval()
+    cpu.drop_latent()
+    dev = TFMBSLinear(48, 24).eval()
+    dev.drop_latent()
+    dev.load_state_dict(cpu.state_dict())
+    dev.to("tfmbs")
+    x = torch.randn(5, 48)
+    with torch.no_grad():
+        assert torch.equal(dev(x.to("tfmbs")).cpu(), cpu(x))
+        for m in (cpu, dev):
+            m.bias.add_(1.5)
+            m.weight_scale.mul_(0.5)
+        y = dev(x.to("tfmbs"))
+        assert torch.equal(y.cpu(), cpu(x))
+        assert not y.requires_grad
+        # float64 input keeps its dtype, as on the slow path.
+        assert dev(x.double().to("tfmbs")).dtype == torch.float64
+    # With grad on, the bias still gets a gradient.
+    dev(x.to("tfmbs")).sum().backward()
+    assert dev.bias.grad is not None and torch.equal(dev.bias.grad.cpu(), torch.full((24,), 5.0))

@@ -66,6 +66,10 @@ class _TernaryLinearSTE(torch.autograd.Function):
 TFMBSLinearFunction = _TernaryLinearSTE
 
 
+_ternary_linear = torch.ops.tfmbs.ternary_linear.default
+_below_autograd = torch._C._AutoDispatchBelowAutograd
+
+
 def _needs_grad(*tensors):
     return torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in tensors)
 
@@ -282,6 +286,18 @@ class TFMBSLinear(nn.Linear):
 
     # -------------------------------------------------------------- forward
     def forward(self, x):
+        if self.weight is None and not torch.is_grad_enabled() and x.dtype != torch.float64:
+            # Inference on a layer whose packed form is the weight: nothing to
+            # repack or check, one call into the op, past its autograd kernel
+            # (a Python formula, and with grad off it would only redispatch).
+            packed = self.packed_weight
+            if packed is not None:
+                args = (x, packed, self.weight_scale, self.bias, self.out_features, self.in_features,
+                        self.packing, self.act_mode)
+                if torch.compiler.is_compiling():
+                    return _ternary_linear(*args)
+                with _below_autograd():
+                    return _ternary_linear(*args)
         self._maybe_repack()
         w, b = self.weight, self.bias
         if w is None and self.training and _needs_grad(x, b):
