@@ -1,6 +1,9 @@
+import gc
+
 import pytest
 import torch
 
+import torch_tfmbs
 import torch_tfmbs.memory
 
 from conftest import run_python
@@ -92,7 +95,40 @@ def summary_states():
     del big[0]
     yield torch.tfmbs.memory_summary(1)
     yield torch.tfmbs.memory_summary(1, abbreviated=True)
-    del big, small
+    model = converted_mlp("tfmbs:1")
+    yield torch.tfmbs.memory_summary(1)  # with resident frames
+    del big, small, model
+
+
+def converted_mlp(device):
+    """A converted 64 -> 32 -> 16 MLP whose frames are resident on `device`."""
+    torch.manual_seed(0)
+    mlp = torch.nn.Sequential(torch.nn.Linear(64, 32), torch.nn.ReLU(), torch.nn.Linear(32, 16))
+    model, _ = torch_tfmbs.convert(mlp, device=device)
+    with torch.no_grad():
+        model(torch.randn(2, 64, device=device))
+    return model
+
+
+def test_memory_summary_shows_resident_frames_by_layer(clean_memory):
+    gc.collect()  # earlier tests' layers
+    model = converted_mlp("tfmbs:1")
+    by_hand = torch_tfmbs.TFMBSLinear(48, 24).to("tfmbs:1").eval()
+    with torch.no_grad():
+        by_hand(torch.randn(1, 48, device="tfmbs:1"))
+    lines = torch.tfmbs.memory_summary(1).splitlines()
+    start = next(i for i, line in enumerate(lines) if "Resident frames, by layer" in line)
+    rows = [[cell.strip() for cell in line.strip("|").split("|")] for line in lines[start + 1:-1]]
+    # Named by convert() (their paths), else by class and sizes; then the
+    # weight's shape and the frame's size.
+    for expected in (["0", "32x64"], ["2", "16x32"], ["TFMBSLinear(48, 24)", "24x48"]):
+        assert expected in [r[:2] for r in rows]
+    assert all(r[2].endswith("B") for r in rows)
+    assert len(rows) == len(torch_tfmbs._C.resident_frames(1))
+    del model, by_hand
+    gc.collect()
+    names = [r.split("|")[1].strip() for r in torch.tfmbs.memory_summary(1).splitlines()]
+    assert "0" not in names and "TFMBSLinear(48, 24)" not in names
 
 
 def test_memory_summary_lines_have_one_width(monkeypatch, clean_memory):

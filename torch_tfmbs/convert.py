@@ -252,6 +252,7 @@ def convert(model, mapping=None, exclude=(), inplace=False, *, device=None, keep
             fp_weights = {_storage_key(p): p.numel() * p.element_size()
                           for n, p in child.named_parameters() if n == "weight"}
             new = replacement.from_torch(child, **layer_kwargs)
+            new.layer_name = name
             new.preprocess_weights()
             new.move_weights_to_device(target)
             if not keep_latent and hasattr(new, "drop_latent"):

@@ -7,7 +7,7 @@ only resolves devices and formats.
 
 import torch
 
-from . import _C
+from . import _C, _layer_names
 from ._device_index import index as _index
 from .memory_snapshot import _dump_snapshot, _record_memory_history, _snapshot  # noqa: F401
 
@@ -106,7 +106,8 @@ def _row(label, cells):
 
 def memory_summary(device=None, abbreviated=False):
     """A readable table of the allocator statistics, laid out as torch.cuda's,
-    with the pool's resident and transient bytes (current, peak) at the end."""
+    with the pool's resident and transient bytes (current, peak), then the
+    fabric's resident frames by layer when there are any."""
     index = _index(device)
     stats = memory_stats(index)
     pool = _C.pool_info(index)
@@ -142,8 +143,22 @@ def memory_summary(device=None, abbreviated=False):
         lines.append(_row(f"{kind.capitalize()} (by kind)",
                           [_format_size(s["current"], s["current"]),
                            _format_size(s["peak"], s["peak"]), " " * 10, " " * 10]))
+    frames = _C.resident_frames(index)
+    if frames:
+        names = _layer_names.by_packed_weight(index)
+        lines += ["=" * _WIDTH, _frame_row("Resident frames, by layer", "weight", "frame")]
+        for f in sorted(frames, key=lambda f: names.get(f["packed_data_ptr"], "")):
+            name = names.get(f["packed_data_ptr"], "(a packed tensor of no live layer)")
+            lines.append(_frame_row(name, f"{f['rows']}x{f['cols']}",
+                                    _format_size(f["bytes"], f["bytes"]).strip()))
     lines.append("=" * _WIDTH)
     return "|" + "|\n|".join(lines) + "|\n"
+
+
+def _frame_row(name, shape, size):
+    # A long path keeps its end, where the layer is named.
+    name = name if len(name) <= 45 else "..." + name[-42:]
+    return f" {name:<45} | {shape:>12} | {size:>10} "
 
 
 __all__ = [name for name in dir() if not name.startswith("_") and name != "torch"]

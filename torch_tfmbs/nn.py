@@ -15,7 +15,7 @@ weight, passed straight through the ternarization.
 import torch
 from torch import nn
 
-from . import quant
+from . import _layer_names, quant
 from .quant import dequantize
 from .ternary import linear_grads
 
@@ -136,6 +136,12 @@ class TFMBSLinear(nn.Linear):
         self.register_buffer("packed_weight", None, persistent=False)
         self.register_buffer("weight_scale", None, persistent=False)
         self._packed_from = None  # _PackedSource of the latent weight packed
+        self.layer_name = None  # its path in the model, set by convert()
+        _layer_names.register(self)
+
+    def __setstate__(self, state):  # copies and unpickled layers are layers too
+        super().__setstate__(state)
+        _layer_names.register(self)
 
     # ------------------------------------------------------------ lifecycle
     @classmethod

@@ -10,6 +10,7 @@
 #include "aten/CoreOps.h"
 #include "aten/CpuFallback.h"
 #include "aten/HostOps.h"
+#include "aten/native/TernaryFrames.h"
 #include "device/OpLog.h"
 #include "device/PoolCapture.h"
 #include "device/TfmbsAllocator.h"
@@ -180,6 +181,20 @@ PYBIND11_MODULE(_C, m) {
     d["threads"] = c.threads;
     d["engine_isa"] = fabric::isa_name(fast_engine().isa());
     return d;
+  });
+  m.def("resident_frames", [](int64_t index) {
+    const c10::DeviceIndex device = resolve_device(index);
+    py::list frames;
+    for (const ResidentFrameInfo& f : resident_frames()) {
+      if (f.device != device) continue;
+      py::dict d;
+      d["packed_data_ptr"] = reinterpret_cast<uintptr_t>(f.packed_data);
+      d["rows"] = f.rows;
+      d["cols"] = f.cols;
+      d["bytes"] = f.bytes;
+      frames.append(d);
+    }
+    return frames;
   });
   m.def("profiler_start", [] { return op_log_start(); });
   m.def("profiler_stop", [](uint64_t session) {

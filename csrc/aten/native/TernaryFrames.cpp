@@ -271,20 +271,26 @@ ResidentFrame resident_frame(const at::Tensor& packed, const LinearArgs& a, bool
   return out;
 }
 
-std::vector<int64_t> frame_cache_info() {
+std::vector<ResidentFrameInfo> resident_frames() {
   Dropped dropped;
-  int64_t frames = 0, bytes = 0;
+  std::vector<ResidentFrameInfo> frames;
   {
     std::lock_guard<std::mutex> lock(g_mutex);
     sweep_dead_locked(dropped);
     for (const auto& [key, e] : *g_cache) {
       if (!e->fast) continue;  // evicted: known, not resident
-      ++frames;
-      bytes += static_cast<int64_t>(bytes_of(*e));
+      frames.push_back({e->device, e->data, key.rows, key.cols, bytes_of(*e)});
     }
   }
   forget(dropped);
-  return {frames, bytes};
+  return frames;
+}
+
+std::vector<int64_t> frame_cache_info() {
+  int64_t bytes = 0;
+  const std::vector<ResidentFrameInfo> frames = resident_frames();
+  for (const ResidentFrameInfo& f : frames) bytes += static_cast<int64_t>(f.bytes);
+  return {static_cast<int64_t>(frames.size()), bytes};
 }
 
 void frame_cache_clear() {

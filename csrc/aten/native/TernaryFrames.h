@@ -37,6 +37,15 @@ struct ResidentFrame {
 // The frame of `packed` (a tfmbs tensor of a.m x a.k trits in a.packing).
 ResidentFrame resident_frame(const at::Tensor& packed, const LinearArgs& a, bool need_lane_major);
 
+// One resident frame: whose packed tensor (its data pointer), where, what.
+struct ResidentFrameInfo {
+  c10::DeviceIndex device = 0;
+  const void* packed_data = nullptr;
+  int64_t rows = 0, cols = 0;
+  size_t bytes = 0;  // in the device's pool
+};
+std::vector<ResidentFrameInfo> resident_frames();
+
 // {frames resident, their bytes in the pools}.
 std::vector<int64_t> frame_cache_info();
 void frame_cache_clear();
