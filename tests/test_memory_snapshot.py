@@ -2,6 +2,7 @@
 segments, blocks and allocation events in torch.cuda.memory._snapshot()'s
 format, read back by torch's own viewers (torch.cuda._memory_viz)."""
 import base64
+import inspect
 import json
 import pickle
 import re
@@ -55,6 +56,59 @@ def test_history_records_allocations_and_frees_in_order(history):
     times = [e["time_us"] for e in trace]
     assert times == sorted(times)
     torch.tfmbs.memory._record_memory_history(None)
+    assert torch.tfmbs.memory._snapshot()["device_traces"] == [[], []]
+
+
+def allocate_here():
+    """A tensor on tfmbs:1 and the line that allocated it."""
+    line = inspect.currentframe().f_lineno + 1
+    return torch.empty(1000, device="tfmbs:1"), line
+
+
+def free_here(box):
+    line = inspect.currentframe().f_lineno + 1
+    box.clear()
+    return line
+
+
+def frame_at(frames, name):
+    return next((f for f in frames if f["name"] == name and f["filename"] == __file__), None)
+
+
+@pytest.mark.parametrize("context", ["all", "alloc", "state", None])
+def test_events_carry_the_python_stack_that_caused_them(context):
+    torch.tfmbs.memory._record_memory_history("all", context=context)
+    try:
+        x, alloc_line = allocate_here()
+        address = x.data_ptr()
+        block = block_of(torch.tfmbs.memory._snapshot(), address)[1]
+        box = [x]
+        del x
+        free_line = free_here(box)  # the last reference goes there
+        trace = torch.tfmbs.memory._snapshot()["device_traces"][1]
+    finally:
+        torch.tfmbs.memory._record_memory_history(None)
+    alloc = [e for e in trace if e["addr"] == address and e["action"] == "alloc"][-1]
+    free = [e for e in trace if e["addr"] == address and e["action"] == "free_completed"][-1]
+    if context is None:
+        assert alloc["frames"] == free["frames"] == block["frames"] == []
+        return
+    # The allocating line, in CUDA's frame format; the live block shows it too.
+    assert frame_at(alloc["frames"], "allocate_here") == {"filename": __file__, "line": alloc_line,
+                                                          "name": "allocate_here"}
+    assert frame_at(alloc["frames"], "test_events_carry_the_python_stack_that_caused_them")
+    assert block["frames"] == alloc["frames"]
+    if context == "all":
+        assert frame_at(free["frames"], "free_here")["line"] == free_line
+    else:
+        assert free["frames"] == []
+
+
+def test_bad_history_arguments_raise():
+    with pytest.raises(ValueError, match="context"):
+        torch.tfmbs.memory._record_memory_history("all", context="stack")
+    with pytest.raises(ValueError, match="stacks"):
+        torch.tfmbs.memory._record_memory_history("all", stacks="cpp")
     assert torch.tfmbs.memory._snapshot()["device_traces"] == [[], []]
 
 

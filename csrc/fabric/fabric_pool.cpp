@@ -126,6 +126,13 @@ struct FabricPool::Impl {
   std::set<Segment*> segments;
   PoolStats stats;
   PoolHistory history;
+  // record_history's provider while the history records, else null.
+  std::atomic<FabricPool::ContextProvider> history_context{nullptr};
+
+  std::shared_ptr<const void> gather_context(PoolEvent event) const {
+    const FabricPool::ContextProvider provider = history_context.load(std::memory_order_acquire);
+    return provider ? provider(event) : nullptr;
+  }
   // Held while callbacks run (not the pool's lock: they free blocks), so
   // that removing one waits for a call in progress.
   std::mutex callbacks_mutex;
@@ -356,12 +363,14 @@ void* FabricPool::allocate(size_t bytes, MemoryKind kind) {
   size_t size = round_up(bytes, kBlockAlignment);
   PoolIndex pool = bytes <= kSmallRequestLimit ? kSmallPool : kLargePool;
   bool retried = false;
+  const std::shared_ptr<const void> context = impl_->gather_context(PoolEvent::Alloc);
   // Each round the pressure handler frees something; blocks it frees may be
   // taken by other threads before this one retries, so go on while it frees
   // anything, up to a bound that guarantees the loop ends.
   for (int round = 0; bytes <= capacity_ && round < 64; ++round) {
     {
       std::lock_guard<std::mutex> lock(impl_->mutex);
+      PoolHistory::Context recorded(impl_->history, context);
       Block* block = impl_->try_allocate(pool, size);
       if (!block) {
         // Drop the cache and retry, as CUDA's allocator (counted once):
@@ -379,7 +388,10 @@ void* FabricPool::allocate(size_t bytes, MemoryKind kind) {
   }
   std::lock_guard<std::mutex> lock(impl_->mutex);
   ++impl_->stats.num_ooms;
-  impl_->history.record(PoolEvent::Oom, 0, bytes);
+  {
+    PoolHistory::Context recorded(impl_->history, context);
+    impl_->history.record(PoolEvent::Oom, 0, bytes);
+  }
   const auto& st = impl_->stats;
   int64_t allocated = st.allocated_bytes[kAll].current;
   int64_t cached = st.reserved_bytes[kAll].current - allocated;
@@ -404,7 +416,9 @@ void* FabricPool::allocate(size_t bytes, MemoryKind kind) {
 
 void FabricPool::free(void* ptr) {
   if (!ptr) return;
+  const std::shared_ptr<const void> context = impl_->gather_context(PoolEvent::Free);
   std::lock_guard<std::mutex> lock(impl_->mutex);
+  PoolHistory::Context recorded(impl_->history, context);
   auto* p = static_cast<uint8_t*>(ptr);
   uint8_t* base = impl_->base.load();
   auto it = base && p >= base ? impl_->live.find(static_cast<size_t>(p - base))
@@ -474,9 +488,10 @@ std::vector<SegmentInfo> FabricPool::snapshot() const {
   return out;
 }
 
-void FabricPool::record_history(size_t max_entries) {
+void FabricPool::record_history(size_t max_entries, ContextProvider context) {
   std::lock_guard<std::mutex> lock(impl_->mutex);
   impl_->history.set_capacity(max_entries);
+  impl_->history_context.store(max_entries > 0 ? context : nullptr, std::memory_order_release);
 }
 
 std::vector<PoolTraceEntry> FabricPool::history() const {

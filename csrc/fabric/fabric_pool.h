@@ -127,8 +127,11 @@ class FabricPool {
   // The reserved segments and their blocks, in address order.
   std::vector<SegmentInfo> snapshot() const;
   // Keeps the newest `max_entries` allocation events from now on; 0 stops
-  // and forgets them.
-  void record_history(size_t max_entries);
+  // and forgets them. `context`, if given, is asked (outside the pool's
+  // lock, by allocate() with Alloc and free() with Free) what to record as
+  // the context of the events that call causes.
+  using ContextProvider = std::shared_ptr<const void> (*)(PoolEvent event);
+  void record_history(size_t max_entries, ContextProvider context = nullptr);
   std::vector<PoolTraceEntry> history() const;
   void reset_peak_stats();
   void reset_accumulated_stats();

@@ -17,7 +17,7 @@ void PoolHistory::record(PoolEvent event, size_t offset, size_t size) {
   const int64_t now = std::chrono::duration_cast<std::chrono::microseconds>(
                           std::chrono::system_clock::now().time_since_epoch())
                           .count();
-  const PoolTraceEntry entry{event, offset, size, now};
+  const PoolTraceEntry entry{event, offset, size, now, context_};
   if (ring_.size() < capacity_) {
     ring_.push_back(entry);
   } else {

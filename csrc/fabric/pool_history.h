@@ -6,6 +6,8 @@
 
 #include <cstddef>
 #include <cstdint>
+#include <memory>
+#include <utility>
 #include <vector>
 
 namespace tfmbs::fabric {
@@ -17,6 +19,9 @@ struct PoolTraceEntry {
   size_t offset;    // from the pool's base (0 for Oom)
   size_t size;      // the block's or segment's bytes; the request for Oom
   int64_t time_us;  // since the epoch, as CUDA's trace entries
+  // Who asked, as the host framework captured it (its stack, say), or null:
+  // opaque to the pool.
+  std::shared_ptr<const void> context;
 };
 
 class PoolHistory {
@@ -25,6 +30,20 @@ class PoolHistory {
   void set_capacity(size_t capacity);
   bool recording() const { return capacity_ > 0; }
   void record(PoolEvent event, size_t offset, size_t size);
+
+  // Entries recorded while a Context lives carry its context.
+  class Context {
+   public:
+    Context(PoolHistory& history, std::shared_ptr<const void> context) : history_(history) {
+      history_.context_ = std::move(context);
+    }
+    ~Context() { history_.context_ = nullptr; }
+    Context(const Context&) = delete;
+    Context& operator=(const Context&) = delete;
+
+   private:
+    PoolHistory& history_;
+  };
   // Oldest first.
   std::vector<PoolTraceEntry> entries() const;
 
@@ -32,6 +51,7 @@ class PoolHistory {
   size_t capacity_ = 0;
   size_t next_ = 0;  // where the next entry goes once the ring is full
   std::vector<PoolTraceEntry> ring_;
+  std::shared_ptr<const void> context_;
 };
 
 }  // namespace tfmbs::fabric

@@ -3,6 +3,7 @@
 #include <pybind11/pybind11.h>
 #include <pybind11/stl.h>
 #include <torch/csrc/Generator.h>
+#include <torch/csrc/profiler/combined_traceback.h>
 #include <torch/csrc/utils/pybind.h>
 
 #include <cstdlib>
@@ -11,12 +12,20 @@
 #include "aten/CpuFallback.h"
 #include "aten/HostOps.h"
 #include "aten/native/TernaryFrames.h"
+#include "device/MemoryHistory.h"
 #include "device/OpLog.h"
 #include "device/PoolCapture.h"
 #include "device/TfmbsAllocator.h"
 #include "device/TfmbsDevices.h"
 
 namespace py = pybind11;
+
+// From torch/csrc/profiler/python/combined_traceback.h, which needs
+// nlohmann/json (not in torch's wheel) for functions this file does not use.
+namespace torch {
+TORCH_API std::vector<pybind11::object> py_symbolize(std::vector<CapturedTraceback*>& to_symbolize);
+TORCH_PYTHON_API void installCapturedTracebackPython();
+}  // namespace torch
 
 namespace tfmbs {
 namespace {
@@ -93,11 +102,20 @@ py::list pool_history(c10::DeviceIndex device) {
   auto& pool = device_pool(device);
   static const char* names[] = {"alloc", "free", "segment_alloc", "segment_free", "oom"};
   const uintptr_t base = pool.reserved() ? reinterpret_cast<uintptr_t>(pool.base()) : 0;
+  const std::vector<fabric::PoolTraceEntry> entries = pool.history();
+  // The contexts are the stacks MemoryHistory.cpp captured.
+  std::vector<torch::CapturedTraceback*> stacks;
+  for (const fabric::PoolTraceEntry& e : entries)
+    if (e.context) stacks.push_back(const_cast<torch::CapturedTraceback*>(
+                       static_cast<const torch::CapturedTraceback*>(e.context.get())));
+  const std::vector<py::object> frames = torch::py_symbolize(stacks);
   py::list out;
-  for (const fabric::PoolTraceEntry& e : pool.history()) {
+  size_t next_frames = 0;
+  for (const fabric::PoolTraceEntry& e : entries) {
     const bool oom = e.event == fabric::PoolEvent::Oom;
+    py::object f = e.context ? frames[next_frames++] : py::list();
     out.append(py::make_tuple(names[static_cast<int>(e.event)], oom ? 0 : base + e.offset, e.size,
-                              e.time_us));
+                              e.time_us, f));
   }
   return out;
 }
@@ -158,8 +176,14 @@ PYBIND11_MODULE(_C, m) {
   m.def("pool_info", [](int64_t index) { return pool_info(resolve_device(index)); });
   m.def("pool_segments", [](int64_t index) { return pool_segments(resolve_device(index)); });
   m.def("pool_history", [](int64_t index) { return pool_history(resolve_device(index)); });
-  m.def("record_pool_history", [](int64_t index, size_t max_entries) {
-    device_pool(resolve_device(index)).record_history(max_entries);
+  m.def("record_pool_history", [](int64_t index, size_t max_entries, const std::string& stacks) {
+    TORCH_CHECK(stacks == "none" || stacks == "alloc" || stacks == "all",
+                "record_pool_history: stacks must be 'none', 'alloc' or 'all', got '", stacks, "'");
+    if (stacks != "none") torch::installCapturedTracebackPython();
+    record_memory_history(resolve_device(index), max_entries,
+                          stacks == "all"     ? HistoryStacks::All
+                          : stacks == "alloc" ? HistoryStacks::Alloc
+                                              : HistoryStacks::None);
   });
   m.def("fallback_stats", &fallback_stats);
   m.def("host_ops", &host_ops);

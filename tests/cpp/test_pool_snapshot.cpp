@@ -3,6 +3,7 @@
 #include <gtest/gtest.h>
 
 #include <cstdint>
+#include <memory>
 #include <vector>
 
 #include "fabric/fabric_pool.h"
@@ -90,6 +91,36 @@ TEST(PoolSnapshot, HistoryKeepsTheNewestEntries) {
   EXPECT_EQ(events[1].event, PoolEvent::Alloc);
   EXPECT_EQ(events[1].size, 256u);
   EXPECT_EQ(events[2].event, PoolEvent::Free);
+}
+
+// A provider that says which call it served: a counter per event kind.
+int g_allocs = 0, g_frees = 0;
+std::shared_ptr<const void> count_call(PoolEvent event) {
+  const int n = event == PoolEvent::Alloc ? ++g_allocs : -(++g_frees);
+  return std::make_shared<const int>(n);
+}
+int context_of(const PoolTraceEntry& e) { return e.context ? *static_cast<const int*>(e.context.get()) : 0; }
+
+TEST(PoolSnapshot, EventsCarryTheContextOfTheCallThatCausedThem) {
+  FabricPool pool("tfmbs:test", 8 * MiB);
+  g_allocs = g_frees = 0;
+  pool.record_history(100, &count_call);
+  void* a = pool.allocate(200);  // segment + block: both the first allocate's
+  pool.free(a);
+  pool.release_cache();  // no call of ours asked: no context
+  EXPECT_THROW(pool.allocate(16 * MiB), OutOfMemory);
+  const std::vector<PoolTraceEntry> events = pool.history();
+  ASSERT_EQ(events.size(), 5u);
+  EXPECT_EQ(context_of(events[0]), 1);   // SegmentAlloc
+  EXPECT_EQ(context_of(events[1]), 1);   // Alloc
+  EXPECT_EQ(context_of(events[2]), -1);  // Free
+  EXPECT_EQ(context_of(events[3]), 0);   // SegmentFree by release_cache
+  EXPECT_EQ(context_of(events[4]), 2);   // Oom
+  // Off: the provider is no longer asked.
+  pool.record_history(0, &count_call);
+  pool.free(pool.allocate(64));
+  EXPECT_EQ(g_allocs, 2);
+  EXPECT_EQ(g_frees, 1);
 }
 
 }  // namespace
