@@ -133,11 +133,30 @@ def test_config_reports_the_model():
     assert (c["tiles"], c["lanes_per_tile"], c["clock_mhz"], c["num_fabrics"]) == (4, 15, 250, 2)
     assert c["pool_bytes"] == 1 << 30
     assert c["engine_isa"] in ("scalar", "avx2", "avx512")
+    assert c["thread_pool"] == "shared"
+
+
+def test_the_engines_own_threads_compute_the_same():
+    from conftest import run_python
+    code = ("import torch, torch_tfmbs\n"
+            "from torch_tfmbs.nn import TFMBSLinear\n"
+            "torch.manual_seed(0)\n"
+            "m = TFMBSLinear(512, 256).eval()\n"
+            "x = torch.randn(16, 512)\n"
+            "with torch.no_grad():\n"
+            "    cpu = m(x)\n"
+            "    dev = m.to('tfmbs')(x.to('tfmbs')).cpu()\n"
+            "print(torch_tfmbs.fabric.config()['thread_pool'], torch.equal(cpu, dev))")
+    for pool in ("own", "shared"):
+        r = run_python(code, env={"TFMBS_THREAD_POOL": pool})
+        assert r.returncode == 0, r.stderr[-1500:]
+        assert r.stdout.split()[-2:] == [pool, "True"]
 
 
 @pytest.mark.parametrize("var,value,allowed", [("TFMBS_TILES", "0", "1..64"),
                                                ("TFMBS_CLOCK_MHZ", "fast", "1..10000"),
-                                               ("TFMBS_NUM_FABRICS", "17", "1..16")])
+                                               ("TFMBS_NUM_FABRICS", "17", "1..16"),
+                                               ("TFMBS_THREAD_POOL", "omp", "shared, own")])
 def test_bad_fabric_config_is_rejected(var, value, allowed):
     from conftest import run_python
     # Importing warns (CPU-only scripts keep working); using the device raises.

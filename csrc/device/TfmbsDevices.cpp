@@ -119,7 +119,7 @@ const fabric::FabricConfig& fabric_config() {
 
 fabric::FastEngine& fast_engine() {
   static fabric::FastEngine* engine = [] {
-    fabric::ThreadPool::global().use_team(openmp_team());
+    if (!fabric_config().own_threads) fabric::ThreadPool::global().use_team(openmp_team());
     fabric::FastEngineOptions options;
     options.threads = static_cast<int>(fabric_config().threads);
     return new fabric::FastEngine(options);  // leaked: used until exit

@@ -144,6 +144,12 @@ FabricConfig FabricConfig::from_env(const EnvLookup& lookup) {
     c.num_fabrics = static_cast<uint32_t>(parse_bounded_int("TFMBS_NUM_FABRICS", v, 1, kMaxFabrics));
   if (const char* v = get("TFMBS_THREADS"))
     c.threads = static_cast<uint32_t>(parse_bounded_int("TFMBS_THREADS", v, 1, kMaxThreads));
+  if (const char* v = get("TFMBS_THREAD_POOL")) {
+    const std::string pool = v;
+    if (pool != "shared" && pool != "own")
+      throw std::invalid_argument("TFMBS_THREAD_POOL=\"" + pool + "\" is not a thread pool; allowed: shared, own");
+    c.own_threads = pool == "own";
+  }
   c.validate();
   return c;
 }

@@ -10,6 +10,11 @@
 //   pool_bytes      TFMBS_MEMORY       8 GiB            1 .. 2^47 bytes
 //   num_fabrics     TFMBS_NUM_FABRICS  1                1..16
 //   threads         TFMBS_THREADS      hardware cores   1..1024
+//   own_threads     TFMBS_THREAD_POOL  shared           shared | own
+//     (shared: the fast engine runs on the threads a host framework lends
+//     it, if any; own: on its own workers, which never wait for a thread
+//     the OS has not scheduled, the better choice when other busy
+//     processes share the cores)
 #pragma once
 
 #include <cstdint>
@@ -32,6 +37,7 @@ struct FabricConfig {
   uint64_t pool_bytes = uint64_t{8} << 30;
   uint32_t num_fabrics = 1;
   uint32_t threads = default_threads();
+  bool own_threads = false;
 
   // Lanes of the whole fabric instance (tiles * lanes_per_tile).
   uint32_t total_lanes() const { return tiles * lanes_per_tile; }

@@ -204,6 +204,7 @@ PYBIND11_MODULE(_C, m) {
     d["num_fabrics"] = c.num_fabrics;
     d["threads"] = c.threads;
     d["engine_isa"] = fabric::isa_name(fast_engine().isa());
+    d["thread_pool"] = c.own_threads ? "own" : "shared";
     return d;
   });
   m.def("resident_frames", [](int64_t index) {

@@ -49,6 +49,9 @@ TEST(FabricConfig, FromEnvironment) {
   EXPECT_EQ(c.pool_bytes, uint64_t{512} << 20);
   EXPECT_EQ(c.num_fabrics, 3u);
   EXPECT_EQ(c.threads, 2u);
+  EXPECT_FALSE(c.own_threads);
+  EXPECT_TRUE(from({{"TFMBS_THREAD_POOL", "own"}}).own_threads);
+  EXPECT_FALSE(from({{"TFMBS_THREAD_POOL", "shared"}}).own_threads);
   EXPECT_EQ(from({{"TFMBS_TILES", ""}}).tiles, 4u);  // empty = unset
 }
 
@@ -86,6 +89,8 @@ TEST(FabricConfig, EnvErrorsNameVariableValueAndRange) {
             "TFMBS_THREADS=\"0\" is out of range; allowed: 1..1024");
   EXPECT_EQ(message_of([] { from({{"TFMBS_THREADS", "99999999999999999999999"}}); }),
             "TFMBS_THREADS=\"99999999999999999999999\" is out of range; allowed: 1..1024");
+  EXPECT_EQ(message_of([] { from({{"TFMBS_THREAD_POOL", "omp"}}); }),
+            "TFMBS_THREAD_POOL=\"omp\" is not a thread pool; allowed: shared, own");
   const std::string mem = message_of([] { from({{"TFMBS_MEMORY", "lots"}}); });
   EXPECT_EQ(mem.rfind("TFMBS_MEMORY=\"lots\" is not a byte size; allowed: a positive size up to 2^47", 0), 0u)
       << mem;
