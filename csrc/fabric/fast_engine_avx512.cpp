@@ -35,8 +35,16 @@ inline uint32_t hsum(__m512i v) {
 // more independent chains to reach its throughput.
 // prefetch: this pass is the first over these rows' codes (the first batch
 // tile of a row chunk), so they come from memory rather than L1/L2.
-template <int R, int NB, int S, bool Z>
+// In place (S = 4, one accumulator per group): group i's codes are used
+// where they sit, v & (3 << 2i) = 4^i * c (at most 128, still a u8), one op
+// instead of shift-and-mask; its accumulator holds 4^i times the group's
+// sum, exactly while no lane wraps (kInPlaceMaxBlocks), and is shifted back
+// before the groups are added.
+inline constexpr int64_t kInPlaceMaxBlocks = 32767;  // a lane: blocks * 4 * 128 * 128 < 2^31
+
+template <int R, int NB, int S, bool Z, bool InPlace = false>
 inline __attribute__((always_inline)) void int8_tile(const Int8Job& j, int64_t r0, int64_t n0, bool prefetch) {
+  static_assert(!InPlace || S == 4, "in place needs one accumulator per code group");
   __m512i acc[R][NB][S];
   __m512i zacc[R];
 #pragma GCC unroll 16
@@ -84,12 +92,16 @@ inline __attribute__((always_inline)) void int8_tile(const Int8Job& j, int64_t r
       }
 #pragma GCC unroll 16
       for (int r = 0; r < R; ++r) {
-        const __m512i q = _mm512_and_si512(_mm512_srli_epi16(v[r], 2 * i), three);
+        const __m512i q = InPlace ? _mm512_and_si512(v[r], _mm512_set1_epi8(static_cast<char>(3 << (2 * i))))
+                                  : _mm512_and_si512(_mm512_srli_epi16(v[r], 2 * i), three);
 #pragma GCC unroll 16
         for (int n = 0; n < NB; ++n) acc[r][n][i % S] = _mm512_dpbusd_epi32(acc[r][n][i % S], q, xv[n]);
         if constexpr (Z) {
           // |w| = (~c) & 1 for the code c = w + 1, times the zero count.
-          if (has_zero) zacc[r] = _mm512_dpbusd_epi32(zacc[r], zc, _mm512_andnot_si512(q, one));
+          if (has_zero) {
+            const __m512i c = InPlace ? _mm512_srli_epi16(v[r], 2 * i) : q;
+            zacc[r] = _mm512_dpbusd_epi32(zacc[r], zc, _mm512_andnot_si512(c, one));
+          }
         }
       }
     }
@@ -100,21 +112,31 @@ inline __attribute__((always_inline)) void int8_tile(const Int8Job& j, int64_t r
     for (int n = 0; n < NB; ++n) {
       __m512i total = acc[r][n][0];
 #pragma GCC unroll 4
-      for (int k = 1; k < S; ++k) total = _mm512_add_epi32(total, acc[r][n][k]);
+      for (int k = 1; k < S; ++k)
+        total = _mm512_add_epi32(total, InPlace ? _mm512_srai_epi32(acc[r][n][k], 2 * k) : acc[r][n][k]);
       j.y[(n0 + n) * j.m + r0 + r] = static_cast<int32_t>(hsum(total) - static_cast<uint32_t>(j.x_sum[n0 + n]));
     }
     if constexpr (Z) j.zero_hits[r0 + r] = hsum(zacc[r]);
   }
 }
 
-template <int NB, bool Z>
-void int8_rows_nbz(const Int8Job& j, int64_t r0, int64_t r1, int64_t n0) {
+template <int NB, bool Z, bool InPlace>
+void int8_rows_nbzp(const Int8Job& j, int64_t r0, int64_t r1, int64_t n0) {
   constexpr int R = 4;
   constexpr int S = NB == 1 ? 4 : (NB == 2 ? 2 : 1);
   int64_t r = r0;
   const bool prefetch = n0 == 0;
-  for (; r + R <= r1; r += R) int8_tile<R, NB, S, Z>(j, r, n0, prefetch);
-  for (; r < r1; ++r) int8_tile<1, NB, 4, Z>(j, r, n0, prefetch);
+  for (; r + R <= r1; r += R) int8_tile<R, NB, S, Z, InPlace && S == 4>(j, r, n0, prefetch);
+  for (; r < r1; ++r) int8_tile<1, NB, 4, Z, InPlace>(j, r, n0, prefetch);
+}
+
+// Batch 1 (four accumulators per row anyway) decodes in place when it can.
+template <int NB, bool Z>
+void int8_rows_nbz(const Int8Job& j, int64_t r0, int64_t r1, int64_t n0) {
+  if constexpr (NB == 1) {
+    if (j.blocks <= kInPlaceMaxBlocks) return int8_rows_nbzp<NB, Z, true>(j, r0, r1, n0);
+  }
+  int8_rows_nbzp<NB, Z, false>(j, r0, r1, n0);
 }
 
 // The zero hits are counted once per row, with the first batch tile.

@@ -375,6 +375,35 @@ TEST(FastEngine, EmptyShapes) {
 
 // The lane accumulators wrap at 32 bits; the fast engine must flag exactly
 // the tiles the reference flags (reference test: AccumulatorOverflow...).
+// Batch 1 on AVX-512 decodes the codes in place and keeps four group sums
+// per row scaled by 4^i; at the largest K it does so for, with the largest
+// activations, every one of them is near 2^31 and must come back exact.
+TEST(FastEngine, Int8BatchOneAtTheInPlaceBoundIsExact) {
+  const int64_t K = 32767 * 256;
+  std::vector<int8_t> w(16 * static_cast<size_t>(K), 0);
+  for (int64_t d = 0; d < K; ++d) {
+    w[d] = 1;                        // row 0
+    w[K + d] = -1;                   // row 1
+    w[2 * K + d] = d % 2 ? 1 : -1;   // row 2
+    w[3 * K + d] = d % 3 == 0 ? 1 : 0;  // row 3
+  }
+  auto f = FastFrame::from_trits(w.data(), 16, K, 2);
+  w.clear();
+  w.shrink_to_fit();
+  std::vector<int8_t> x(static_cast<size_t>(K), -128);
+  for (Isa isa : supported_isas()) {
+    SCOPED_TRACE(isa_name(isa));
+    FastEngine e(FastEngineOptions{isa, 2, &test_pool()});
+    std::vector<int32_t> y(16, 0x5a5a5a5a);
+    e.tgemm_int8(f, x.data(), 1, y.data());
+    EXPECT_EQ(y[0], -128 * K);
+    EXPECT_EQ(y[1], 128 * K);
+    EXPECT_EQ(y[2], 0);
+    EXPECT_EQ(y[3], -128 * ((K + 2) / 3));
+    for (int r = 4; r < 16; ++r) EXPECT_EQ(y[r], 0) << r;
+  }
+}
+
 TEST(FastEngine, AccumulatorOverflowMatchesReference) {
   const int64_t K = 16909321;  // 127 * K > 2^31 - 1
   std::vector<int8_t> w(16 * static_cast<size_t>(K), 0);
