@@ -125,6 +125,8 @@ class TFMBSLinear(nn.Linear):
     that needs gradients raises, rather than train only the bias.
     """
 
+    layer_name = None  # its path in the model, set by convert() (memory_summary shows it)
+
     def __init__(self, in_features, out_features, bias=True, device=None, dtype=None, *,
                  act_mode="int8", packing="pt5", method="absmean", per_channel=False,
                  store_packed=False):
@@ -136,7 +138,6 @@ class TFMBSLinear(nn.Linear):
         self.register_buffer("packed_weight", None, persistent=False)
         self.register_buffer("weight_scale", None, persistent=False)
         self._packed_from = None  # _PackedSource of the latent weight packed
-        self.layer_name = None  # its path in the model, set by convert()
         _layer_names.register(self)
 
     def __setstate__(self, state):  # copies and unpickled layers are layers too

@@ -133,9 +133,7 @@ void ThreadPool::parallel_for(int64_t tasks, const std::function<void(int64_t)>&
       share_[static_cast<size_t>(p)].end = tasks * (p + 1) / threads;
     }
     error_ = nullptr;
-    if (team_.run) {
-      participants_ = 0;
-    } else {
+    if (!team_.run) {  // invite the pool's own workers
       participants_ = threads - 1;
       running_ = 0;
       job_open_ = true;
