@@ -70,6 +70,16 @@ _ternary_linear = torch.ops.tfmbs.ternary_linear.default
 _below_autograd = torch._C._AutoDispatchBelowAutograd
 
 
+def _ternary_linear_no_grad(*args):
+    """The op when nothing needs a gradient, past its autograd kernel (a
+    Python formula that would only redispatch); while compiling, the plain
+    op, which is what gets traced."""
+    if torch.compiler.is_compiling():
+        return _ternary_linear(*args)
+    with _below_autograd():
+        return _ternary_linear(*args)
+
+
 def _needs_grad(*tensors):
     return torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in tensors)
 
@@ -295,16 +305,11 @@ class TFMBSLinear(nn.Linear):
     def forward(self, x):
         if self.weight is None and not torch.is_grad_enabled() and x.dtype != torch.float64:
             # Inference on a layer whose packed form is the weight: nothing to
-            # repack or check, one call into the op, past its autograd kernel
-            # (a Python formula, and with grad off it would only redispatch).
+            # repack or check, one call into the op.
             packed = self.packed_weight
             if packed is not None:
-                args = (x, packed, self.weight_scale, self.bias, self.out_features, self.in_features,
-                        self.packing, self.act_mode)
-                if torch.compiler.is_compiling():
-                    return _ternary_linear(*args)
-                with _below_autograd():
-                    return _ternary_linear(*args)
+                return _ternary_linear_no_grad(x, packed, self.weight_scale, self.bias, self.out_features,
+                                               self.in_features, self.packing, self.act_mode)
         self._maybe_repack()
         w, b = self.weight, self.bias
         if w is None and self.training and _needs_grad(x, b):
@@ -325,10 +330,8 @@ class TFMBSLinear(nn.Linear):
             return _TernaryLinearSTE.apply(x, w, b, self.packed_weight, self.weight_scale,
                                            self.out_features, self.in_features, self.packing,
                                            self.act_mode)
-        return torch.ops.tfmbs.ternary_linear(x, self.packed_weight, self.weight_scale,
-                                              b.detach() if b is not None else None,
-                                              self.out_features, self.in_features, self.packing,
-                                              self.act_mode)
+        return _ternary_linear_no_grad(x, self.packed_weight, self.weight_scale, b, self.out_features,
+                                       self.in_features, self.packing, self.act_mode)
 
     def extra_repr(self):
         return (f"in_features={self.in_features}, out_features={self.out_features}, "

@@ -80,12 +80,9 @@ class DeviceProfilerSession final : public libkineto::IActivityProfilerSession {
       if (row.engine != "host") {
         // The fabric's model of the kernel (telemetry.h).
         const fabric::OpCounters& c = row.counters;
-        uint64_t skips = 0;
-        for (const auto& tile : c.tiles)
-          for (uint64_t s : tile.skips) skips += s;
         kernel.addMetadata("modeled cycles", c.cycles);
         kernel.addMetadata("MACs", c.utilization);
-        kernel.addMetadata("zero skips", skips);
+        kernel.addMetadata("zero skips", c.total_skips());
       }
       kernel.log(logger);
     }

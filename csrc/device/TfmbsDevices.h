@@ -35,7 +35,7 @@ fabric::FrameResidency& device_residency(c10::DeviceIndex index);
 const fabric::FabricConfig& fabric_config();
 // The fast engine the devices run fabric ops on (one, shared: the host's
 // cores are shared too), with TFMBS_THREADS threads of torch's OpenMP team
-// (OpenMPTeam.h).
+// (OpenMPTeam.h), or of its own pool with TFMBS_THREAD_POOL=own.
 fabric::FastEngine& fast_engine();
 // True in a child process forked after the parent put data in a pool: the
 // child's pool is a copy-on-write snapshot that the parent never sees, and
