@@ -120,3 +120,21 @@ def test_sessions_do_not_leak_into_each_other(repeat):
     with profile(activities=BOTH) as second:
         pass
     assert device_events(first) and device_events(second) == []
+
+
+def test_work_queued_on_a_side_stream_is_on_its_lane_linked_to_its_op(tmp_path):
+    layer, x = run_linear_and_matmul()
+    s = torch.tfmbs.Stream()
+    with profile(activities=BOTH) as prof:
+        with torch.no_grad(), torch.tfmbs.stream(s):
+            torch.tfmbs._sleep(50)
+            layer(x)  # runs on the stream's worker after the sleep
+        s.synchronize()
+    events = chrome_trace(prof, tmp_path)
+    (kernel,) = [e for e in events if e.get("cat") == "kernel" and e["name"] == "tfmbs::ternary_linear"]
+    (op,) = [e for e in events if e.get("cat") == "cpu_op" and e["name"] == "tfmbs::ternary_linear"]
+    assert kernel["args"]["External id"] == op["args"]["External id"]
+    assert kernel["ts"] >= op["ts"] + op["dur"]  # queued: the op returned before the kernel ran
+    lanes = {e["tid"]: e["args"]["name"] for e in events
+             if e.get("ph") == "M" and e["name"] == "thread_name" and e["pid"] == 0}
+    assert lanes[kernel["tid"]] == f"tfmbs:0 stream {s.stream_id}"

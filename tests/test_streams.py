@@ -1,15 +1,50 @@
-"""torch.tfmbs.Stream / Event / current_stream / stream (torch_tfmbs/streams.py):
-torch's generic streams and events on tfmbs, which are always idle because
-the fabric completes an op before it returns."""
-import time
+"""Streams on tfmbs (torch_tfmbs/streams.py, csrc/device/StreamWork.h):
+work on a stream runs in order, work on two streams overlaps, events and
+wait_stream order them, synchronize waits, non_blocking copies from pinned
+memory are queued, and memory used by queued work is not reused before the
+work has run. torch.tfmbs._sleep keeps a stream busy (torch.cuda._sleep's
+counterpart), so that queued work is visibly behind the host; every result
+is compared with CPU's."""
+import copy
 
 import pytest
 import torch
 
+from torch_tfmbs import quant
+
+op = torch.ops.tfmbs.ternary_linear
+BUSY_MS = 400  # long beside the host work between two checks
+
+
+def layer(m, k, seed):
+    g = torch.Generator().manual_seed(seed)
+    trits, scale = quant.ternarize(torch.randn(m, k, generator=g))
+    return quant.pack(trits, "pt5"), scale, torch.randn(m, generator=g)
+
+
+class Layer:
+    """A ternary layer on CPU and on tfmbs:0."""
+
+    def __init__(self, m, k, seed):
+        self.m, self.k = m, k
+        packed, scale, bias = layer(m, k, seed)
+        self.cpu = (packed, scale, bias)
+        self.dev = tuple(t.to("tfmbs") for t in self.cpu)
+
+    def __call__(self, x):
+        params = self.dev if x.device.type == "tfmbs" else self.cpu
+        return op(x, *params, self.m, self.k)
+
+
+@pytest.fixture
+def layers():
+    return Layer(96, 64, 1), Layer(64, 96, 2)
+
 
 def test_stream_defaults_to_the_current_device():
     s = torch.tfmbs.Stream()
-    assert type(s) is torch.Stream and s.device == torch.device("tfmbs:0")
+    assert type(s) is torch.Stream and s.device == torch.device("tfmbs:0") and s.stream_id != 0
+    assert s != torch.tfmbs.Stream()  # each is a new stream
     with torch.tfmbs.device(1):
         assert torch.tfmbs.Stream().device == torch.device("tfmbs:1")
     assert torch.tfmbs.Stream("tfmbs:1", priority=-1).device == torch.device("tfmbs:1")
@@ -17,46 +52,275 @@ def test_stream_defaults_to_the_current_device():
         torch.tfmbs.Stream("cpu")
 
 
-def test_streams_and_events_are_always_complete():
-    s = torch.tfmbs.Stream()
-    x = torch.ones(1000, device="tfmbs")
-    with torch.tfmbs.stream(s):
-        y = x * 2
-        event = torch.tfmbs.Event()
-        event.record()
-    assert type(event) is torch.Event and event.device == torch.device("tfmbs:0")
-    assert s.query() and event.query()
-    torch.tfmbs.current_stream().wait_event(event)
-    torch.tfmbs.current_stream().wait_stream(s)
-    s.synchronize()
-    event.synchronize()
-    assert y.sum().item() == 2000.0
-    with torch.tfmbs.stream(None):  # as torch.cuda.stream(None): no change
-        assert torch.tfmbs.current_stream().device == torch.device("tfmbs:0")
-
-
-def test_current_stream_is_the_devices():
+def test_current_stream_follows_the_stream_context_per_device_and_thread():
+    import threading
+    s, s1 = torch.tfmbs.Stream(), torch.tfmbs.Stream(1)
+    default = torch.tfmbs.default_stream()
+    assert default.stream_id == 0 and torch.tfmbs.current_stream() == default
     assert torch.tfmbs.current_stream() == torch.accelerator.current_stream()
-    assert torch.tfmbs.current_stream(1).device == torch.device("tfmbs:1")
+    seen = []
+    with torch.tfmbs.stream(s):
+        assert torch.tfmbs.current_stream() == s
+        assert torch.tfmbs.current_stream(1) == torch.tfmbs.default_stream(1)
+        other = threading.Thread(target=lambda: seen.append(torch.tfmbs.current_stream()))
+        other.start()
+        other.join()
+        with torch.tfmbs.stream(s1):
+            assert torch.tfmbs.current_stream(1) == s1 and torch.tfmbs.current_stream(0) == s
+        with torch.tfmbs.stream(None):  # as torch.cuda.stream(None): no change
+            assert torch.tfmbs.current_stream() == s
+    assert seen == [default]  # the current stream is per thread
+    assert torch.tfmbs.current_stream() == default
+    torch.tfmbs.set_stream(s)
+    assert torch.tfmbs.current_stream() == s
+    torch.tfmbs.set_stream(default)
 
 
-def test_timing_events_measure_host_time():
+def test_work_on_a_side_stream_runs_in_order_after_the_host_returns(layers):
+    first, second = layers
+    x = torch.randn(5, 64)
+    xd = x.to("tfmbs")
+    s = torch.tfmbs.Stream()
+    with torch.tfmbs.stream(s):
+        torch.tfmbs._sleep(BUSY_MS)
+        h = first(xd)  # queued behind the sleep
+        y = second(h)  # reads h: runs after it
+        assert not s.query()  # the host got both results back before they were computed
+        doubled = y * 2  # an op of the host path: runs after the stream's work
+        assert s.query()
+    assert torch.equal(doubled.cpu(), second(first(x)) * 2)
+
+
+def test_two_streams_overlap_and_events_order_them(layers):
+    first, second = layers
+    x = torch.randn(3, 64)
+    xd = x.to("tfmbs")
+    slow, fast = torch.tfmbs.Stream(), torch.tfmbs.Stream()
+    with torch.tfmbs.stream(slow):
+        torch.tfmbs._sleep(5 * BUSY_MS)
+        h = first(xd)
+        done = torch.tfmbs.Event()
+        done.record()
+    with torch.tfmbs.stream(fast):
+        y_fast = first(xd)
+    fast.synchronize()  # fast's work is not behind slow's
+    assert not slow.query() and not done.query()
+    with torch.tfmbs.stream(fast):
+        fast.wait_event(done)  # fast's next work waits for h
+        y = second(h)
+    fast.synchronize()
+    assert slow.query() and done.query()
+    assert torch.equal(y_fast.cpu(), first(x))
+    assert torch.equal(y.cpu(), second(first(x)))
+
+
+def test_wait_stream_and_synchronize(layers):
+    first, _ = layers
+    x = torch.randn(2, 64)
+    s = torch.tfmbs.Stream()
+    xd = x.to("tfmbs")
+    with torch.tfmbs.stream(s):
+        torch.tfmbs._sleep(BUSY_MS)
+        y = first(xd)
+    torch.tfmbs.current_stream().wait_stream(s)
+    assert torch.equal(y.cpu(), first(x))  # the default stream waited for s
+    with torch.tfmbs.stream(s):
+        torch.tfmbs._sleep(BUSY_MS)
+        y = first(xd)
+    torch.tfmbs.synchronize()
+    assert s.query()
+    with torch.tfmbs.stream(s):
+        torch.tfmbs._sleep(BUSY_MS)
+        end = torch.tfmbs.Event()
+        end.record()
+    end.synchronize()
+    assert s.query() and end.query()
+
+
+def test_timing_events_measure_when_the_stream_reached_them():
+    s = torch.tfmbs.Stream()
     start, end = torch.tfmbs.Event(enable_timing=True), torch.tfmbs.Event(enable_timing=True)
-    start.record()
-    time.sleep(0.02)
-    end.record()
-    assert start.elapsed_time(end) >= 20.0
+    with torch.tfmbs.stream(s):
+        start.record()
+        torch.tfmbs._sleep(BUSY_MS / 4)
+        end.record()
+        with pytest.raises(RuntimeError, match="Both events must be completed"):
+            start.elapsed_time(end)
+    end.synchronize()
+    assert start.elapsed_time(end) >= BUSY_MS / 4
+    untimed = torch.tfmbs.Event()
+    untimed.record()
+    with pytest.raises(ValueError, match="enable_timing=True"):
+        start.elapsed_time(untimed)
 
 
-def test_record_stream_checks_the_device_and_keeps_the_memory_usable():
+def test_memory_used_by_queued_work_is_not_reused_before_it_ran(layers, clean_memory):
+    first, _ = layers
+    x = torch.randn(256, 64)
+    xd = x.to("tfmbs")
+    first(xd)  # builds the layer's resident frame, so that only tensors come and go below
+    address, size = xd.data_ptr(), xd.nbytes
+    s = torch.tfmbs.Stream()
+    with torch.tfmbs.stream(s):
+        torch.tfmbs._sleep(BUSY_MS)
+        y = first(xd)
+    xd.record_stream(s)
+    held = torch.tfmbs.memory_allocated()
+    del xd  # still used by the queued op
+    assert torch.tfmbs.memory_allocated() == held
+    other = torch.full((256, 64), 7.0, device="tfmbs")  # same size: would take the block if it were free
+    assert other.data_ptr() != address
+    s.synchronize()
+    assert torch.tfmbs.memory_allocated() == held - size + other.nbytes  # back once the op ran
+    assert torch.equal(y.cpu(), first(x)) and torch.equal(other.cpu(), torch.full((256, 64), 7.0))
+
+
+def test_non_blocking_copies_from_pinned_memory_are_queued():
+    s = torch.tfmbs.Stream()
+    pinned = torch.arange(4096.0).pin_memory()
+    dst = torch.zeros(4096, device="tfmbs")
+    back = torch.zeros(4096).pin_memory()
+    with torch.tfmbs.stream(s):
+        torch.tfmbs._sleep(BUSY_MS)
+        dst.copy_(pinned, non_blocking=True)
+        back.copy_(dst, non_blocking=True)  # device to pinned host, after the copy in
+        assert not s.query() and torch.equal(back, torch.zeros(4096))  # not run yet
+    s.synchronize()
+    assert torch.equal(back, pinned) and torch.equal(dst.cpu(), pinned)
+
+
+def test_non_blocking_copy_on_the_default_stream_runs_before_the_next_op():
+    pinned = torch.arange(1000.0).pin_memory()
+    torch.tfmbs._sleep(BUSY_MS)  # the default stream is busy
+    d = pinned.to("tfmbs", non_blocking=True)
+    assert not torch.tfmbs.current_stream().query()
+    assert torch.equal((d + 1).cpu(), torch.arange(1000.0) + 1)  # the op waited for the copy
+
+
+def test_blocking_copies_and_pageable_memory_copy_at_once():
+    s = torch.tfmbs.Stream()
+    pageable = torch.arange(100.0)
+    with torch.tfmbs.stream(s):
+        torch.tfmbs._sleep(BUSY_MS)
+        d = pageable.to("tfmbs", non_blocking=True)  # pageable: as CUDA, not asynchronous
+        assert s.query()  # it waited for the stream, then copied
+    pageable.zero_()
+    assert torch.equal(d.cpu(), torch.arange(100.0))
+
+
+def test_a_bad_queued_copy_raises_when_called_and_queues_nothing():
+    s = torch.tfmbs.Stream()
+    dst = torch.zeros(4, device="tfmbs")
+    with torch.tfmbs.stream(s):
+        torch.tfmbs._sleep(BUSY_MS)
+        with pytest.raises(RuntimeError, match="must match the size"):
+            dst.copy_(torch.ones(5).pin_memory(), non_blocking=True)
+        with pytest.raises(RuntimeError, match="more than one element"):
+            dst.expand(3, 4).copy_(torch.ones(3, 4).pin_memory(), non_blocking=True)
+    s.synchronize()
+    assert torch.equal(dst.cpu(), torch.zeros(4))
+
+
+FAILING_SCRIPT = """
+import torch, torch_tfmbs
+from torch_tfmbs import quant
+m = k = 2048
+x = torch.randn(2, k, device="tfmbs")
+one = torch.tensor(1.0, device="tfmbs")
+keep = torch.full((1024,), 5.0, device="tfmbs")
+packed = quant.pack_pt5(torch.randint(-1, 2, (m, k), dtype=torch.int8)).to("tfmbs")
+fill = []  # the pool full of small blocks: room for the output, not for the 1 MiB frame
+while True:
+    try:
+        fill.append(torch.empty(2**16, dtype=torch.uint8, device="tfmbs"))
+    except torch.OutOfMemoryError:
+        break
+del fill[-1]
+s = torch.tfmbs.Stream()
+with torch.tfmbs.stream(s):
+    y = torch.ops.tfmbs.ternary_linear(x, packed, one, None, m, k)
+    print("queued")
+try:
+    s.synchronize()
+except torch.OutOfMemoryError as e:
+    print("raised:", "weight frame" in str(e))
+s.synchronize()  # reported once
+print("kept:", torch.equal(keep.cpu(), torch.full((1024,), 5.0)))
+"""
+
+
+def test_a_failure_in_queued_work_is_raised_by_the_next_wait():
+    from conftest import run_python
+    r = run_python(FAILING_SCRIPT, env={"TFMBS_MEMORY": "4MiB", "TFMBS_NUM_FABRICS": "1"})
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.split("\n")[:3] == ["queued", "raised: True", "kept: True"]
+
+
+def test_torch_compile_on_a_side_stream_waits_for_queued_work(layers):
+    first, _ = layers
+
+    def f(x):
+        return torch.relu(first(x)) * 3 + 1  # a fabric op, then an inductor kernel on its result
+
+    compiled = torch.compile(f)
+    x = torch.randn(4, 64)
+    s = torch.tfmbs.Stream()
+    compiled(x.to("tfmbs"))  # compile outside the timed region
+    xd = x.to("tfmbs")
+    with torch.tfmbs.stream(s):
+        torch.tfmbs._sleep(BUSY_MS)
+        y = compiled(xd)
+    s.synchronize()
+    assert torch.equal(y.cpu(), f(x))
+
+
+def test_training_step_on_a_side_stream_equals_cpu():
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Linear(16, 32), torch.nn.GELU(), torch.nn.Linear(32, 4))
+    device_model = copy.deepcopy(model).to("tfmbs")
+    x, target = torch.randn(8, 16), torch.randn(8, 4)
+    loss = torch.nn.functional.mse_loss(model(x), target)
+    loss.backward()
+    s = torch.tfmbs.Stream()
+    with torch.tfmbs.stream(s):
+        xd, td = x.pin_memory().to("tfmbs", non_blocking=True), target.pin_memory().to("tfmbs", non_blocking=True)
+        device_loss = torch.nn.functional.mse_loss(device_model(xd), td)
+        device_loss.backward()
+    torch.tfmbs.current_stream().wait_stream(s)
+    assert torch.equal(device_loss.cpu(), loss.detach())
+    for p, q in zip(model.parameters(), device_model.parameters()):
+        assert torch.equal(q.grad.cpu(), p.grad)
+
+
+def test_record_stream_checks_the_device():
     x = torch.arange(8.0, device="tfmbs")
     side = torch.tfmbs.Stream()
-    with torch.tfmbs.stream(side):
-        y = x * 3
-    y.record_stream(side)  # work on `side` is complete: nothing to hold back
-    assert torch.equal(y.cpu(), torch.arange(8.0) * 3)
+    x.record_stream(side)
     with pytest.raises(RuntimeError, match="stream is on tfmbs:1, the tensor on tfmbs:0"):
-        y.record_stream(torch.tfmbs.Stream(1))
+        x.record_stream(torch.tfmbs.Stream(1))
     with pytest.raises(RuntimeError, match="stream is on cpu"):
-        y.record_stream(torch.Stream("cpu"))
-    assert torch.equal(y.cpu(), torch.arange(8.0) * 3)  # the failed calls changed nothing
+        x.record_stream(torch.Stream("cpu"))
+    assert torch.equal(x.cpu(), torch.arange(8.0))  # the failed calls changed nothing
+
+
+
+def test_queued_work_records_memory_history_without_deadlock(layers):
+    first, _ = layers
+    x = torch.randn(3, 64)
+    xd = x.to("tfmbs")
+    s = torch.tfmbs.Stream()
+    torch.tfmbs.memory._record_memory_history(context="all", stacks="python")
+    try:
+        with torch.tfmbs.stream(s):
+            torch.tfmbs._sleep(BUSY_MS / 4)
+            y = first(xd)  # the worker allocates and frees while the host waits below
+            del xd
+            # Called from Python with the GIL held (as inductor's kernels call
+            # it): it must let the worker's stack capture take the GIL.
+            torch.tfmbs._await_streams()
+            assert s.query()
+        snapshot = torch.tfmbs.memory._snapshot()
+    finally:
+        torch.tfmbs.memory._record_memory_history(enabled=None)
+    assert torch.equal(y.cpu(), first(x))
+    assert any(e["action"] == "free_requested" for e in snapshot["device_traces"][0])

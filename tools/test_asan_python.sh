@@ -1,7 +1,7 @@
 #!/bin/sh
 # Builds the torch extension with AddressSanitizer + UndefinedBehaviorSanitizer
-# into its own directory and runs the aliasing, reliability and
-# sliding-window tests against it (libasan preloaded into the interpreter);
+# into its own directory and runs the aliasing, reliability, sliding-window
+# and stream tests against it (libasan preloaded into the interpreter);
 # any sanitizer report fails the run. Leak checking is off: CPython and torch
 # keep memory until exit.
 # Env: BUILD_DIR (default <repo>/build-asan-torch), JOBS (default 2).
@@ -41,6 +41,6 @@ assert torch_tfmbs._C.__file__.startswith(sys.argv[1]), torch_tfmbs._C.__file__
 import pytest  # noqa: E402
 sys.exit(pytest.main(["-q", "-p", "no:cacheprovider", "-W", "ignore::UserWarning",
                       "tests/test_aliasing.py", "tests/test_reliability.py",
-                      "tests/test_sliding_window.py"]))
+                      "tests/test_sliding_window.py", "tests/test_streams.py"]))
 PY
-echo "test_asan_python.sh: aliasing, reliability and sliding-window tests clean under ASan + UBSan"
+echo "test_asan_python.sh: aliasing, reliability, sliding-window and stream tests clean under ASan + UBSan"

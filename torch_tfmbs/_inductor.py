@@ -50,6 +50,11 @@ class PythonWrapperCodegen(wrapper.PythonWrapperCodegen):
                                                         partition_signatures)
         return PythonWrapperCodegen()
 
+    def wrap_kernel_call(self, name, call_args):
+        # Generated kernels read and write buffers directly: the work queued
+        # on the caller's streams (a side stream's fabric ops) runs first.
+        return f"torch.tfmbs._await_streams(); {super().wrap_kernel_call(name, call_args)}"
+
     def make_allocation(self, name, device, *args, **kwargs):
         line = super().make_allocation(name, device, *args, **kwargs)
         if device.type == "tfmbs" and device.index is not None:
@@ -73,8 +78,8 @@ CppWrapperCodegen = WrapperFxCodegen = _Unsupported
 
 
 class _OpOverrides(DeviceOpOverrides):
-    """What the generated wrapper writes for device calls: work completes
-    before each op returns, so there are no streams to fetch or wait on."""
+    """What the generated wrapper writes for device calls: its kernels are
+    C functions run on the calling thread, with no stream to pass them."""
 
     def import_get_raw_stream_as(self, name):
         return f"def {name}(_):\n    return 0\n"
@@ -83,7 +88,7 @@ class _OpOverrides(DeviceOpOverrides):
         return f"torch.tfmbs.set_device({device_idx})"
 
     def synchronize(self):
-        return "pass"
+        return "torch.tfmbs.synchronize()"
 
     def device_guard(self, device_idx):
         return f"torch.tfmbs.device({device_idx})"

@@ -35,7 +35,17 @@ from .random import (  # noqa: F401
     set_rng_state,
     set_rng_state_all,
 )
-from .streams import Event, Stream, current_stream, stream  # noqa: F401
+from .streams import (  # noqa: F401
+    Event,
+    Stream,
+    _await_streams,
+    _sleep,
+    current_stream,
+    default_stream,
+    set_stream,
+    stream,
+    synchronize,
+)
 
 
 def is_available():
@@ -52,11 +62,6 @@ def current_device():
 
 def set_device(device):
     _C.set_device(_index(device))
-
-
-def synchronize(device=None):
-    """Work on the emulated fabric completes before each op returns."""
-    _index(device)
 
 
 def is_initialized():

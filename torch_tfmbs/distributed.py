@@ -35,6 +35,7 @@ def cpu_view(tensor):
     keeps the memory it reads and writes."""
     if tensor.numel() == 0:
         return torch.empty_strided(tensor.size(), tensor.stride(), dtype=tensor.dtype)
+    torch.tfmbs._await_streams()  # Gloo reads and writes the bytes directly
     storage = tensor.untyped_storage()
     buffer = (ctypes.c_char * storage.nbytes()).from_address(storage.data_ptr())
     buffer.owner = tensor

@@ -3,6 +3,8 @@
 // scalar reads. The dense ops are host kernels (HostOps.def); the rest run
 // through the CPU fallback.
 #include <ATen/EmptyTensor.h>
+#include <ATen/ExpandUtils.h>
+#include <ATen/MemoryOverlap.h>
 #include <ATen/core/Tensor.h>
 #include <ATen/native/Resize.h>
 #include <ATen/ops/_local_scalar_dense.h>
@@ -18,6 +20,8 @@
 #include "aten/CpuAlias.h"
 #include "aten/native/Common.h"
 #include "aten/SharedStorages.h"
+#include "device/PinnedHostAllocator.h"
+#include "device/StreamWork.h"
 #include "device/TfmbsAllocator.h"
 #include "device/TfmbsDevices.h"
 
@@ -94,7 +98,7 @@ at::Tensor& set_empty(at::Tensor& self) {
 // Tensor.copy_ sends every copy that touches a tfmbs tensor here (src is
 // `self`). Both sides are host memory, so PyTorch's CPU copy does the work:
 // broadcasting, dtype conversion and strides included.
-at::Tensor copy_from(const at::Tensor& self, const at::Tensor& dst, bool /*non_blocking*/) {
+void copy_now(const at::Tensor& self, const at::Tensor& dst) {
   CpuAliases aliases;  // one CPU storage per device storage: overlaps raise as on CPU
   auto alias = [&](const at::Tensor& t) { return t.device().type() == kTfmbs ? aliases(t) : t; };
   at::Tensor cpu_dst = alias(dst);
@@ -104,6 +108,33 @@ at::Tensor copy_from(const at::Tensor& self, const at::Tensor& dst, bool /*non_b
   bool to_device = dst.device().type() == kTfmbs;
   if (to_device && !from_device) device_telemetry(dst.device().index()).add_bytes_h2d(bytes);
   if (from_device && !to_device) device_telemetry(self.device().index()).add_bytes_d2h(bytes);
+}
+
+// What CPU's copy checks before it touches memory: a bad copy that is
+// queued raises when it is called, as on CPU.
+void check_copy(const at::Tensor& self, const at::Tensor& dst) {
+  const auto shape = at::infer_size_dimvector(dst.sizes(), self.sizes());
+  TORCH_CHECK(c10::IntArrayRef(shape) == dst.sizes(), "output with shape ", dst.sizes(),
+              " doesn't match the broadcast shape ", c10::IntArrayRef(shape));
+  at::assert_no_internal_overlap(dst);
+}
+
+// As on CUDA, a non_blocking copy between pinned host memory and the device
+// is queued on the device's current stream; every other copy is done on
+// return.
+at::Tensor copy_from(const at::Tensor& self, const at::Tensor& dst, bool non_blocking) {
+  const bool to_device = dst.device().type() == kTfmbs;
+  const at::Tensor& device_side = to_device ? dst : self;
+  const at::Tensor& host_side = to_device ? self : dst;
+  if (non_blocking && host_side.device().is_cpu() &&
+      is_pinned_host_pointer(host_side.storage().data()) &&
+      queues_work(device_side.device().index(), /*default_stream_too=*/true)) {
+    check_copy(self, dst);
+    // Tensors of its own: a later set_ on the caller's cannot move the copy.
+    queue_work(device_side.device().index(), [self = self.alias(), dst = dst.alias()] { copy_now(self, dst); });
+    return dst;
+  }
+  copy_now(self, dst);
   return dst;
 }
 

@@ -8,6 +8,7 @@
 #include <cstring>
 
 #include "device/PoolCapture.h"
+#include "device/StreamWork.h"
 #include "device/TfmbsAllocator.h"
 #include "device/TfmbsDevices.h"
 
@@ -43,6 +44,7 @@ c10::Storage cpu_storage_over(const c10::Storage& storage) {
 
 void check_allocated(const at::Tensor& tensor) {
   check_not_forked();
+  await_current_stream(tensor.device().index());
   if (tensor.numel() == 0) return;
   const c10::Storage& storage = tensor.storage();
   const size_t need = at::detail::computeStorageNbytes(tensor.sizes(), tensor.strides(),

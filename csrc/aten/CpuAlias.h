@@ -12,7 +12,9 @@ namespace tfmbs {
 // Throws CPU's "data is not allocated yet" error when `tensor`'s elements
 // are not all inside its storage (a storage freed with resize_(0), or
 // shrunk, as FSDP-style offloading does). Every kernel that reads or writes
-// a device tensor's memory goes through this (cpu_alias checks it).
+// a device tensor's memory goes through this (cpu_alias checks it), which
+// first waits for the work queued on the tensor's device's current stream
+// (device/StreamWork.h).
 void check_allocated(const at::Tensor& tensor);
 
 // CPU views of the device tensors of one op call. Views of one device

@@ -1,9 +1,9 @@
 // Tensor.record_stream on tfmbs. CUDA's caching allocator holds a freed
 // block back until the streams recorded on it have finished their work;
-// the emulated fabric finishes every op before it returns (TfmbsGuard.cpp),
-// so by the time a block can be freed no stream still uses it and there is
-// nothing to hold back. What stays is CUDA's argument check: the stream is
-// one of the tensor's device.
+// on tfmbs the work queued on a stream holds the tensors it uses
+// (device/StreamWork.h), so their blocks are not freed before it has run,
+// recorded or not. What stays is CUDA's argument check: the stream is one
+// of the tensor's device.
 #include <ATen/core/Tensor.h>
 #include <c10/core/Stream.h>
 #include <torch/library.h>

@@ -3,6 +3,7 @@
 #include <map>
 #include <mutex>
 #include <thread>
+#include <utility>
 
 namespace tfmbs {
 namespace {
@@ -28,6 +29,7 @@ auto* g_sessions = new std::map<uint64_t, Session>;
 uint64_t g_next_session = 1;
 
 thread_local std::vector<uint64_t> t_correlation;
+thread_local const OpOrigin* t_origin = nullptr;
 
 }  // namespace
 
@@ -61,7 +63,7 @@ std::vector<OpRecord> op_log_stop(uint64_t session) {
 
 void op_log_append(OpRecord record) {
   std::lock_guard<std::mutex> lock(g_mutex);
-  if (g_profilers > 0) g_rows->push_back({std::this_thread::get_id(), std::move(record)});
+  if (g_profilers > 0) g_rows->push_back({t_origin ? t_origin->thread : std::this_thread::get_id(), std::move(record)});
 }
 
 void op_log_push_correlation(uint64_t id) { t_correlation.push_back(id); }
@@ -70,6 +72,16 @@ void op_log_pop_correlation() {
   if (!t_correlation.empty()) t_correlation.pop_back();
 }
 
-uint64_t op_log_current_correlation() { return t_correlation.empty() ? 0 : t_correlation.back(); }
+uint64_t op_log_current_correlation() {
+  if (t_origin) return t_origin->correlation;
+  return t_correlation.empty() ? 0 : t_correlation.back();
+}
+
+OpOrigin op_log_origin(int64_t stream) { return {std::this_thread::get_id(), op_log_current_correlation(), stream}; }
+
+OpOriginScope::OpOriginScope(const OpOrigin& origin) : previous_(std::exchange(t_origin, &origin)) {}
+OpOriginScope::~OpOriginScope() { t_origin = previous_; }
+
+const OpOrigin* op_log_borrowed_origin() { return t_origin; }
 
 }  // namespace tfmbs

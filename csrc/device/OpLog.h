@@ -7,6 +7,7 @@
 #include <atomic>
 #include <cstdint>
 #include <string>
+#include <thread>
 #include <vector>
 
 #include "fabric/telemetry.h"
@@ -41,5 +42,28 @@ void op_log_append(OpRecord record);
 void op_log_push_correlation(uint64_t id);
 void op_log_pop_correlation();
 uint64_t op_log_current_correlation();
+
+// Who a row belongs to. Work a stream's worker runs for an op records its
+// rows as the op's thread would have: same thread, correlation and stream.
+struct OpOrigin {
+  std::thread::id thread;
+  uint64_t correlation = 0;
+  int64_t stream = 0;
+};
+// The calling thread's origin, for work it queues on stream `stream`.
+OpOrigin op_log_origin(int64_t stream);
+// While it lives, the calling thread's rows belong to `origin`.
+class OpOriginScope {
+ public:
+  explicit OpOriginScope(const OpOrigin& origin);
+  ~OpOriginScope();
+  OpOriginScope(const OpOriginScope&) = delete;
+  OpOriginScope& operator=(const OpOriginScope&) = delete;
+
+ private:
+  const OpOrigin* previous_;
+};
+// The origin set by an OpOriginScope on this thread, or null.
+const OpOrigin* op_log_borrowed_origin();
 
 }  // namespace tfmbs

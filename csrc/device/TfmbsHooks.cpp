@@ -9,6 +9,7 @@
 #include <vector>
 
 #include "device/PinnedHostAllocator.h"
+#include "device/StreamWork.h"
 #include "device/TfmbsDevices.h"
 
 namespace tfmbs {
@@ -69,6 +70,7 @@ class TfmbsHooks final : public at::PrivateUse1HooksInterface {
     TORCH_CHECK(storage.resizable(), "tfmbs: trying to resize storage that is not resizable");
     // The new bytes come from the storage's own device's pool.
     c10::DeviceGuard guard(storage.device());
+    await_current_stream(storage.device().index());  // queued work may still write the old bytes
     c10::DataPtr fresh = storage.allocator()->allocate(new_bytes);
     size_t keep = std::min(new_bytes, storage.nbytes());
     if (keep > 0) std::memcpy(fresh.get(), storage.data(), keep);

@@ -6,7 +6,9 @@
 #include <torch/csrc/profiler/combined_traceback.h>
 #include <torch/csrc/utils/pybind.h>
 
+#include <chrono>
 #include <cstdlib>
+#include <thread>
 
 #include "aten/CoreOps.h"
 #include "aten/CpuFallback.h"
@@ -15,6 +17,7 @@
 #include "device/MemoryHistory.h"
 #include "device/OpLog.h"
 #include "device/PoolCapture.h"
+#include "device/StreamWork.h"
 #include "device/TfmbsAllocator.h"
 #include "device/TfmbsDevices.h"
 
@@ -157,12 +160,30 @@ py::dict telemetry_dict(c10::DeviceIndex device) {
   return d;
 }
 
+// Queued work may need the GIL (a memory-history stack): never wait for it
+// while holding it.
+void wait_without_gil(const std::function<void()>& wait) {
+  if (!PyGILState_Check()) return wait();
+  py::gil_scoped_release release;
+  wait();
+}
+
 }  // namespace
 }  // namespace tfmbs
 
 PYBIND11_MODULE(_C, m) {
   using namespace tfmbs;
+  set_blocking_wait(&wait_without_gil);
   m.def("_init", &init);
+  m.def("await_streams", [] { await_current_streams(); });
+  // torch.cuda._sleep's counterpart, for tests: the current stream of
+  // `device` is busy for `ms` milliseconds.
+  m.def("stream_sleep", [](int64_t index, double ms) {
+    const c10::DeviceIndex device = resolve_device(index);
+    const auto duration = std::chrono::duration<double, std::milli>(ms);
+    if (queues_work(device, /*default_stream_too=*/true)) queue_work(device, [duration] { std::this_thread::sleep_for(duration); });
+    else std::this_thread::sleep_for(duration);
+  });
   m.def("in_bad_fork", &in_bad_fork);
   m.def("device_count", [] { return static_cast<int>(device_count()); });
   m.def("current_device", [] { return static_cast<int>(current_device()); });

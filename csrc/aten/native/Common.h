@@ -4,7 +4,6 @@
 #pragma once
 
 #include <ATen/core/Tensor.h>
-#include <c10/core/impl/VirtualGuardImpl.h>
 
 #include <chrono>
 #include <string>
@@ -14,6 +13,7 @@
 #include "aten/CpuAlias.h"
 #include "device/OpLog.h"
 #include "device/PoolCapture.h"
+#include "device/StreamWork.h"
 
 namespace tfmbs {
 
@@ -39,7 +39,8 @@ class OpLogScope {
     if (!enabled_ || record.op.empty()) return;
     record.wall_ns = static_cast<uint64_t>(
         std::chrono::duration_cast<std::chrono::nanoseconds>(std::chrono::steady_clock::now() - start_).count());
-    record.stream = c10::impl::VirtualGuardImpl(kTfmbs).getStream(c10::Device(kTfmbs, record.device)).id();
+    const OpOrigin* origin = op_log_borrowed_origin();
+    record.stream = origin ? origin->stream : current_stream_id(static_cast<c10::DeviceIndex>(record.device));
     record.correlation = op_log_current_correlation();
     op_log_append(std::move(record));
   }

@@ -126,6 +126,57 @@ std::string shapes_of(const at::Tensor& input, const LinearArgs& a) {
   return s.str();
 }
 
+// The fabric's work for one call: `out` (allocated by the caller) gets the
+// result. Runs on the calling thread, or on a stream's worker.
+void run_ternary_linear(const at::Tensor& input, const at::Tensor& packed, const at::Tensor& scale,
+                        const std::optional<at::Tensor>& bias, const LinearArgs& a, bool reference,
+                        const at::Tensor& out) {
+  OpLogScope log;
+  const c10::DeviceIndex dev = input.device().index();
+  const ResidentFrame frame = resident_frame(packed, a, reference);
+  const int64_t n = a.n, m = a.m, k = a.k;
+  HostOperands h = host_operands(input, scale, bias, a);
+  const float* sc = h.scale.data_ptr<float>();
+  const bool per_row = h.scale.numel() > 1;
+  const float* bs = h.bias.defined() ? h.bias.data_ptr<float>() : nullptr;
+  const bool direct = input.scalar_type() == at::kFloat;
+  // float32 output: the epilogue writes straight into device memory.
+  at::Tensor y = direct ? host(out).view({n, m}) : at::empty({n, m}, at::kFloat);
+  fabric::OpCounters counters;
+  const fabric::FastEngine* fast = reference ? nullptr : &tfmbs::fast_engine();
+  try {
+    if (a.mode == ActMode::Fp32) {
+      std::vector<float> big;
+      float* acc = scratch_buffer(big, static_cast<size_t>(n * m));
+      counters = fabric::run_tgemm(fast, frame.fast.get(), frame.lane_major.get(), fabric::ActivationKind::Fp32,
+                                   h.x.data_ptr<float>(), n, acc);
+      epilogue(acc, nullptr, sc, per_row, bs, n, m, y.data_ptr<float>());
+    } else {
+      thread_local Activations act;
+      quantize(a.mode, h.x.data_ptr<float>(), n, k, act);
+      std::vector<int32_t> big;
+      int32_t* acc = scratch_buffer(big, static_cast<size_t>(n * m));
+      const auto kind = a.mode == ActMode::Int8 ? fabric::ActivationKind::Int8 : fabric::ActivationKind::Ternary;
+      counters = fabric::run_tgemm(fast, frame.fast.get(), frame.lane_major.get(), kind, act.q.data(), n, acc);
+      epilogue(acc, act.token.data(), sc, per_row, bs, n, m, y.data_ptr<float>());
+    }
+  } catch (const fabric::FabricError& e) {
+    TORCH_CHECK(false, "tfmbs.ternary_linear: the fabric rejected the op: ", e.what());
+  } catch (const std::invalid_argument& e) {
+    TORCH_CHECK_VALUE(false, "tfmbs.ternary_linear: ", e.what());
+  }
+  if (!direct && out.numel() > 0) host(out).view({n, m}).copy_(y);
+  device_telemetry(dev).record(counters);
+  if (log.enabled()) {
+    log.record.op = "tfmbs::ternary_linear";
+    log.record.shapes = shapes_of(input, a);
+    log.record.engine = reference ? "fabric-reference" : "fabric-fast";
+    log.record.device = dev;
+    log.record.counters = counters;
+    log.record.bytes = static_cast<uint64_t>(input.nbytes() + out.nbytes() + packed.nbytes());
+  }
+}
+
 }  // namespace
 
 // The reference: decode the weights and run the lanes' arithmetic row by
@@ -175,57 +226,25 @@ at::Tensor ternary_linear_cpu(const at::Tensor& input, const at::Tensor& packed,
 at::Tensor ternary_linear_tfmbs(const at::Tensor& input, const at::Tensor& packed, const at::Tensor& scale,
                                 const std::optional<at::Tensor>& bias, int64_t out_features,
                                 int64_t in_features, c10::string_view packing, c10::string_view act_mode) {
-  OpLogScope log;
   const LinearArgs a = check_linear(input, packed, scale, bias, out_features, in_features,
                                     std::string(packing), std::string(act_mode));
   TORCH_CHECK(input.device().type() == kTfmbs, "tfmbs.ternary_linear: the tfmbs kernel got input on ",
               input.device());
   const c10::DeviceIndex dev = input.device().index();
-  const Engine engine = g_engine.load();
-  const bool reference = engine == Engine::Reference;
-  const ResidentFrame frame = resident_frame(packed, a, reference);
-  const int64_t n = a.n, m = a.m, k = a.k;
-  HostOperands h = host_operands(input, scale, bias, a);
-  const float* sc = h.scale.data_ptr<float>();
-  const bool per_row = h.scale.numel() > 1;
-  const float* bs = h.bias.defined() ? h.bias.data_ptr<float>() : nullptr;
-  const bool direct = input.scalar_type() == at::kFloat;
-  at::Tensor out = at::empty(output_shape(input, m), input.options());
-  // float32 output: the epilogue writes straight into device memory.
-  at::Tensor y = direct ? host(out).view({n, m}) : at::empty({n, m}, at::kFloat);
-  fabric::OpCounters counters;
-  const fabric::FastEngine* fast = reference ? nullptr : &tfmbs::fast_engine();
-  try {
-    if (a.mode == ActMode::Fp32) {
-      std::vector<float> big;
-      float* acc = scratch_buffer(big, static_cast<size_t>(n * m));
-      counters = fabric::run_tgemm(fast, frame.fast.get(), frame.lane_major.get(), fabric::ActivationKind::Fp32,
-                                   h.x.data_ptr<float>(), n, acc);
-      epilogue(acc, nullptr, sc, per_row, bs, n, m, y.data_ptr<float>());
-    } else {
-      thread_local Activations act;
-      quantize(a.mode, h.x.data_ptr<float>(), n, k, act);
-      std::vector<int32_t> big;
-      int32_t* acc = scratch_buffer(big, static_cast<size_t>(n * m));
-      const auto kind = a.mode == ActMode::Int8 ? fabric::ActivationKind::Int8 : fabric::ActivationKind::Ternary;
-      counters = fabric::run_tgemm(fast, frame.fast.get(), frame.lane_major.get(), kind, act.q.data(), n, acc);
-      epilogue(acc, act.token.data(), sc, per_row, bs, n, m, y.data_ptr<float>());
-    }
-  } catch (const fabric::FabricError& e) {
-    TORCH_CHECK(false, "tfmbs.ternary_linear: the fabric rejected the op: ", e.what());
-  } catch (const std::invalid_argument& e) {
-    TORCH_CHECK_VALUE(false, "tfmbs.ternary_linear: ", e.what());
+  const bool reference = g_engine.load() == Engine::Reference;
+  at::Tensor out = at::empty(output_shape(input, a.m), input.options());
+  if (!queues_work(dev, /*default_stream_too=*/false)) {
+    run_ternary_linear(input, packed, scale, bias, a, reference, out);
+    return out;
   }
-  if (!direct && out.numel() > 0) host(out).view({n, m}).copy_(y);
-  device_telemetry(dev).record(counters);
-  if (log.enabled()) {
-    log.record.op = "tfmbs::ternary_linear";
-    log.record.shapes = shapes_of(input, a);
-    log.record.engine = reference ? "fabric-reference" : "fabric-fast";
-    log.record.device = dev;
-    log.record.counters = counters;
-    log.record.bytes = static_cast<uint64_t>(input.nbytes() + out.nbytes() + packed.nbytes());
-  }
+  // On a side stream: its worker runs the call, on tensors of its own (a
+  // later set_ on the caller's cannot move what the work reads or writes).
+  std::optional<at::Tensor> own_bias;
+  if (bias) own_bias = bias->alias();
+  queue_work(dev, [input = input.alias(), packed = packed.alias(), scale = scale.alias(),
+                   bias = std::move(own_bias), a, reference, out = out.alias()] {
+    run_ternary_linear(input, packed, scale, bias, a, reference, out);
+  });
   return out;
 }
 
