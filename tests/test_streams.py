@@ -131,6 +131,10 @@ def test_wait_stream_and_synchronize(layers):
     assert s.query()
     with torch.tfmbs.stream(s):
         torch.tfmbs._sleep(BUSY_MS)
+    torch.accelerator.synchronize()  # the device guard's synchronizeDevice
+    assert s.query()
+    with torch.tfmbs.stream(s):
+        torch.tfmbs._sleep(BUSY_MS)
         end = torch.tfmbs.Event()
         end.record()
     end.synchronize()
@@ -240,11 +244,14 @@ s = torch.tfmbs.Stream()
 with torch.tfmbs.stream(s):
     y = torch.ops.tfmbs.ternary_linear(x, packed, one, None, m, k)
     print("queued")
-try:
-    s.synchronize()
-except torch.OutOfMemoryError as e:
-    print("raised:", "weight frame" in str(e))
-s.synchronize()  # reported once
+torch.tfmbs.current_stream().wait_stream(s)
+for name, wait in (("default stream", y.cpu), ("side stream", s.synchronize)):
+    try:
+        wait()
+        print(name, "did not raise")
+    except torch.OutOfMemoryError as e:
+        print(name, "raised:", "weight frame" in str(e))
+s.synchronize()  # raised once on each
 print("kept:", torch.equal(keep.cpu(), torch.full((1024,), 5.0)))
 """
 
@@ -253,7 +260,36 @@ def test_a_failure_in_queued_work_is_raised_by_the_next_wait():
     from conftest import run_python
     r = run_python(FAILING_SCRIPT, env={"TFMBS_MEMORY": "4MiB", "TFMBS_NUM_FABRICS": "1"})
     assert r.returncode == 0, r.stderr
-    assert r.stdout.split("\n")[:3] == ["queued", "raised: True", "kept: True"]
+    # The waiting default stream raises it too: what it reads next is the failed op's output.
+    assert r.stdout.split("\n")[:4] == ["queued", "default stream raised: True",
+                                        "side stream raised: True", "kept: True"]
+
+
+FORK_SCRIPT = """
+import os, torch, torch_tfmbs
+s = torch.tfmbs.Stream()
+with torch.tfmbs.stream(s):
+    torch.tfmbs._sleep(300)
+pid = os.fork()
+if pid == 0:  # the stream's worker did not survive the fork
+    for wait in (torch.tfmbs.synchronize, s.synchronize, s.query, torch.tfmbs._await_streams):
+        try:
+            wait()
+            print("returned")
+        except RuntimeError as e:
+            print("raised:", "fork" in str(e))
+    os._exit(0)
+os.waitpid(pid, 0)
+torch.tfmbs.synchronize()
+print("parent done:", s.query())
+"""
+
+
+def test_streams_in_a_forked_child_raise_instead_of_hanging():
+    from conftest import run_python
+    r = run_python(FORK_SCRIPT, timeout=60)
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.split("\n")[:5] == ["raised: True"] * 4 + ["parent done: True"]
 
 
 def test_torch_compile_on_a_side_stream_waits_for_queued_work(layers):
@@ -324,3 +360,27 @@ def test_queued_work_records_memory_history_without_deadlock(layers):
         torch.tfmbs.memory._record_memory_history(enabled=None)
     assert torch.equal(y.cpu(), first(x))
     assert any(e["action"] == "free_requested" for e in snapshot["device_traces"][0])
+
+
+SETTLE_SCRIPT = """
+import torch, torch_tfmbs
+n = 2**19  # 2 MiB of float32: the pool holds two
+a = torch.ones(n, device="tfmbs")
+big = torch.full((n,), 3.0, device="tfmbs")
+back = torch.empty(n).pin_memory()
+s = torch.tfmbs.Stream()
+with torch.tfmbs.stream(s):
+    torch.tfmbs._sleep(300)
+    back.copy_(big, non_blocking=True)  # holds big until it has run
+del big
+c = torch.zeros(n, device="tfmbs")  # no room until the queued copy let big go
+print(s.query(), torch.equal(back, torch.full((n,), 3.0)), torch.equal(c.cpu(), torch.zeros(n)),
+      torch.equal(a.cpu(), torch.ones(n)))
+"""
+
+
+def test_an_allocation_that_fails_waits_for_queued_work_to_release_memory():
+    from conftest import run_python
+    r = run_python(SETTLE_SCRIPT, env={"TFMBS_MEMORY": "4MiB", "TFMBS_NUM_FABRICS": "1"})
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.split() == ["True"] * 4

@@ -60,9 +60,9 @@ if "torch._inductor.codegen.common" in sys.modules:
 # The autograd engine runs a tfmbs node on a device worker thread, which may
 # drop the last reference to a finished graph task (holding Python objects)
 # after backward() has returned; if the interpreter is exiting by then, the
-# worker's GIL request kills it and the process aborts. Fabric work is
-# synchronous on the host, so nothing is gained by the hop: run backward on
-# the calling thread, as for CPU tensors.
+# worker's GIL request kills it and the process aborts. The device needs no
+# thread of the engine's (streams have their own workers), so nothing is
+# gained by the hop: run backward on the calling thread, as for CPU tensors.
 torch._C._set_multithreading_enabled(False)
 
 

@@ -39,21 +39,27 @@ class Scheduling(CppScheduling):
             return super().flush()
 
 
-class PythonWrapperCodegen(wrapper.PythonWrapperCodegen):
+class _AwaitStreams:
+    """Generated kernels read and write buffers directly: the work queued on
+    the caller's streams (a side stream's fabric ops) runs first."""
+
+    def wrap_kernel_call(self, name, call_args):
+        return f"torch.tfmbs._await_streams(); {super().wrap_kernel_call(name, call_args)}"
+
+
+class SubgraphPythonWrapperCodegen(_AwaitStreams, wrapper.SubgraphPythonWrapperCodegen):
+    """The wrapper of a subgraph (torch.cond, while_loop, invoke_subgraph)."""
+
+
+class PythonWrapperCodegen(_AwaitStreams, wrapper.PythonWrapperCodegen):
     """The Python wrapper, allocating on the buffer's own tfmbs device (the
     default one drops the index, and tfmbs emits no device guard)."""
 
     @staticmethod
     def create(is_subgraph, subgraph_name, parent_wrapper, partition_signatures=None):
         if is_subgraph:
-            return wrapper.SubgraphPythonWrapperCodegen(subgraph_name, parent_wrapper,
-                                                        partition_signatures)
+            return SubgraphPythonWrapperCodegen(subgraph_name, parent_wrapper, partition_signatures)
         return PythonWrapperCodegen()
-
-    def wrap_kernel_call(self, name, call_args):
-        # Generated kernels read and write buffers directly: the work queued
-        # on the caller's streams (a side stream's fabric ops) runs first.
-        return f"torch.tfmbs._await_streams(); {super().wrap_kernel_call(name, call_args)}"
 
     def make_allocation(self, name, device, *args, **kwargs):
         line = super().make_allocation(name, device, *args, **kwargs)

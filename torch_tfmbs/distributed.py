@@ -74,8 +74,8 @@ def _finish(work, restore):
     """A completed Work whose future holds the caller's tfmbs tensors where
     Gloo's holds the CPU views.
 
-    It waits for Gloo's work here, as every tfmbs op completes before it
-    returns, so that Gloo raises the collective's error: a Work wrapping a
+    It waits for Gloo's work here, as a tfmbs op run by its caller completes
+    before it returns, so that Gloo raises the collective's error: a Work wrapping a
     future (the only kind Python can make) returns from wait() regardless.
     Works without a future (p2p, _reduce_scatter_base, as for CPU tensors)
     are Gloo's own, not waited for: their wait() completes only once."""

@@ -58,8 +58,9 @@ def stream(s):
 
 
 def synchronize(device=None):
-    """Waits for the work queued on every stream of the device."""
-    torch.accelerator.synchronize(_device(device))
+    """Waits for the work queued on every stream of the device (and raises
+    the first failure of that work not yet raised)."""
+    _C.synchronize(_index(device))
 
 
 def _sleep(milliseconds, device=None):

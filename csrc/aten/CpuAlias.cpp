@@ -127,6 +127,7 @@ void sync_back(const at::Tensor& original, const at::Tensor& alias) {
       // Other aliases of this storage now see the device's new bytes.
       alias_storage->set_data_ptr_noswap(c10::DataPtr(fresh.get(), c10::Device(c10::kCPU)));
     }
+    settle_streams(device.index());  // queued work on any stream may still use the old bytes
     device_storage->set_data_ptr_noswap(std::move(fresh));
     device_storage->set_nbytes(nbytes);
   }

@@ -4,8 +4,10 @@
 
 #include <array>
 #include <atomic>
+#include <map>
 #include <mutex>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "device/OpLog.h"
@@ -24,34 +26,76 @@ size_t worker_of(c10::StreamId id) {
   return id == 0 ? 0 : 1 + static_cast<size_t>(id - 1) % (kWorkers - 1);
 }
 
-struct DeviceWorkers {
-  std::array<std::shared_ptr<fabric::TaskQueue>, kWorkers> queues;
-};
+using StreamKey = std::pair<c10::DeviceIndex, c10::StreamId>;
 
-std::mutex g_mutex;
-auto* g_devices = new std::vector<DeviceWorkers>;  // leaked: workers may outlive statics
-// Work queued and not yet run, anywhere; and whether any queued work ever
-// failed (its failure waits for a wait on its stream). Both zero: nothing to
-// await, without a lock.
+std::mutex g_mutex;  // guards the two maps
+// Leaked: workers may still run while statics are destroyed at exit.
+auto* g_queues = new std::map<std::pair<c10::DeviceIndex, size_t>, std::shared_ptr<fabric::TaskQueue>>;
+// The first failure of each stream's queued work, until a wait on that
+// stream raises it. Kept per stream, not per worker: a stream sharing a
+// worker never takes another's failure.
+auto* g_failures = new std::map<StreamKey, std::exception_ptr>;
+// Work queued and not yet run, and failures not yet raised, anywhere. Both
+// zero: nothing to wait for, known without a lock.
 std::atomic<int64_t> g_queued{0};
-std::atomic<bool> g_failed{false};
+std::atomic<int64_t> g_unraised{0};
 std::atomic<c10::StreamId> g_next_stream{1};
+std::atomic<bool> g_started{false};
 BlockingWait g_blocking_wait = nullptr;
 
 thread_local std::vector<c10::StreamId> t_current;
 thread_local bool t_on_worker = false;
 
 std::shared_ptr<fabric::TaskQueue> find_queue(c10::DeviceIndex device, c10::StreamId id, bool create) {
+  const std::pair<c10::DeviceIndex, size_t> key{device, worker_of(id)};
   std::lock_guard<std::mutex> lock(g_mutex);
-  if (g_devices->size() <= static_cast<size_t>(device)) {
-    if (!create) return nullptr;
-    g_devices->resize(static_cast<size_t>(device) + 1);
-  }
-  auto& queue = (*g_devices)[static_cast<size_t>(device)].queues[worker_of(id)];
-  if (!queue && create)
-    queue = std::make_shared<fabric::TaskQueue>("tfmbs:" + std::to_string(device) + " stream worker " +
-                                                std::to_string(worker_of(id)));
+  auto it = g_queues->find(key);
+  if (it != g_queues->end()) return it->second;
+  if (!create) return nullptr;
+  g_started = true;
+  auto queue = std::make_shared<fabric::TaskQueue>("tfmbs:" + std::to_string(device) + " stream worker " +
+                                                   std::to_string(key.second));
+  g_queues->emplace(key, queue);
   return queue;
+}
+
+std::vector<std::shared_ptr<fabric::TaskQueue>> device_queues(c10::DeviceIndex device) {
+  std::lock_guard<std::mutex> lock(g_mutex);
+  std::vector<std::shared_ptr<fabric::TaskQueue>> out;
+  for (const auto& [key, queue] : *g_queues)
+    if (key.first == device) out.push_back(queue);
+  return out;
+}
+
+void record_failure(StreamKey stream, std::exception_ptr error) {
+  std::lock_guard<std::mutex> lock(g_mutex);
+  if (g_failures->emplace(stream, std::move(error)).second) ++g_unraised;
+}
+
+std::exception_ptr peek_failure(StreamKey stream) {
+  std::lock_guard<std::mutex> lock(g_mutex);
+  auto it = g_failures->find(stream);
+  return it == g_failures->end() ? nullptr : it->second;
+}
+
+// Raises stream's failure, once. `any_stream_of_device`: the first failure
+// of any stream of the device (synchronizing a device reports them all).
+void raise_failure(StreamKey stream, bool any_stream_of_device = false) {
+  if (g_unraised.load() == 0) return;
+  std::exception_ptr error;
+  {
+    std::lock_guard<std::mutex> lock(g_mutex);
+    auto it = g_failures->find(stream);
+    if (any_stream_of_device && it == g_failures->end()) {
+      it = g_failures->lower_bound({stream.first, 0});
+      if (it != g_failures->end() && it->first.first != stream.first) it = g_failures->end();
+    }
+    if (it == g_failures->end()) return;
+    error = it->second;
+    g_failures->erase(it);
+    --g_unraised;
+  }
+  std::rethrow_exception(error);
 }
 
 void blocking(const std::function<void()>& wait) {
@@ -59,11 +103,11 @@ void blocking(const std::function<void()>& wait) {
   else wait();
 }
 
-bool nothing_to_await() { return g_queued.load(std::memory_order_acquire) == 0 && !g_failed.load(); }
-
 void drain(const std::shared_ptr<fabric::TaskQueue>& queue) {
   if (queue) blocking([&] { queue->wait_all(); });
 }
+
+bool nothing_to_await() { return g_queued.load(std::memory_order_acquire) == 0 && g_unraised.load() == 0; }
 
 }  // namespace
 
@@ -80,6 +124,8 @@ c10::StreamId exchange_stream_id(c10::DeviceIndex device, c10::StreamId id) {
 
 c10::StreamId new_stream_id() { return g_next_stream++; }
 
+bool stream_workers_started() { return g_started.load(); }
+
 bool queues_work(c10::DeviceIndex device, bool default_stream_too) {
   return !t_on_worker && (default_stream_too || current_stream_id(device) != 0);
 }
@@ -95,24 +141,18 @@ StreamMark queue_work_on(c10::DeviceIndex device, c10::StreamId id, std::functio
   OpOrigin origin = op_log_origin(id);
   ++g_queued;
   try {
-    const fabric::TaskId task = queue->submit([work = std::move(work), origin]() mutable {
+    const fabric::TaskId task = queue->submit([work = std::move(work), origin, device, id]() mutable {
       t_on_worker = true;
-      struct Done {
-        std::function<void()>& work;
-        ~Done() {
-          work = nullptr;  // the tensors it holds go back before anyone sees it done
-          --g_queued;
-        }
-      } done{work};
       OpOriginScope scope(origin);
       try {
         work();
       } catch (...) {
-        g_failed = true;
-        throw;
+        record_failure({device, id}, std::current_exception());
       }
+      work = nullptr;  // the tensors it holds go back before anyone sees it done
+      --g_queued;
     });
-    return {std::move(queue), task};
+    return {std::move(queue), task, device, id};
   } catch (...) {
     --g_queued;
     throw;
@@ -121,11 +161,14 @@ StreamMark queue_work_on(c10::DeviceIndex device, c10::StreamId id, std::functio
 
 void await_current_stream(c10::DeviceIndex device) {
   if (nothing_to_await() || t_on_worker) return;
-  drain(find_queue(device, current_stream_id(device), /*create=*/false));
+  const c10::StreamId id = current_stream_id(device);
+  drain(find_queue(device, id, /*create=*/false));
+  raise_failure({device, id});
 }
 
 void await_current_streams() {
   if (nothing_to_await() || t_on_worker) return;
+  check_not_forked();
   for (c10::DeviceIndex d = 0; d < device_count(); ++d) await_current_stream(d);
 }
 
@@ -134,39 +177,53 @@ StreamMark mark_stream(c10::DeviceIndex device, c10::StreamId id) {
   if (!queue) return {};
   const fabric::TaskId task = queue->last_submitted();
   if (task == 0 || queue->is_done(task)) return {};
-  return {std::move(queue), task};
+  return {std::move(queue), task, device, id};
 }
 
 bool mark_reached(const StreamMark& mark) { return !mark.queue || mark.queue->is_done(mark.task); }
 
 void await_mark(const StreamMark& mark) {
-  if (mark.queue) blocking([&] { mark.queue->wait(mark.task); });
+  if (!mark.queue) return;
+  check_not_forked();
+  blocking([&] { mark.queue->wait(mark.task); });
+  raise_failure({mark.device, mark.stream});
 }
 
 void stream_wait_mark(c10::DeviceIndex device, c10::StreamId id, const StreamMark& mark) {
   if (mark_reached(mark)) return;
   // A worker runs its work in order: a mark on its own queue is reached by then.
   if (find_queue(device, id, /*create=*/false) == mark.queue) return;
-  queue_work_on(device, id, [mark] { mark.queue->wait(mark.task); });
+  queue_work_on(device, id, [mark] {
+    mark.queue->wait(mark.task);
+    // What the waiting stream reads next may be the failed work's output:
+    // its failure becomes the waiting stream's too.
+    if (std::exception_ptr error = peek_failure({mark.device, mark.stream})) std::rethrow_exception(error);
+  });
 }
 
-bool stream_idle(c10::DeviceIndex device, c10::StreamId id) { return mark_reached(mark_stream(device, id)); }
+bool stream_idle(c10::DeviceIndex device, c10::StreamId id) {
+  check_not_forked();
+  return mark_reached(mark_stream(device, id));
+}
 
 void synchronize_stream(c10::DeviceIndex device, c10::StreamId id) {
   if (t_on_worker) return;
+  check_not_forked();
   drain(find_queue(device, id, /*create=*/false));
+  raise_failure({device, id});
 }
 
 void synchronize_streams(c10::DeviceIndex device) {
   if (t_on_worker) return;
-  for (size_t w = 0; w < kWorkers; ++w) {
-    std::shared_ptr<fabric::TaskQueue> queue;
-    {
-      std::lock_guard<std::mutex> lock(g_mutex);
-      if (static_cast<size_t>(device) < g_devices->size()) queue = (*g_devices)[static_cast<size_t>(device)].queues[w];
-    }
-    drain(queue);
-  }
+  check_not_forked();
+  settle_streams(device);
+  raise_failure({device, 0}, /*any_stream_of_device=*/true);
+}
+
+bool settle_streams(c10::DeviceIndex device) {
+  if (t_on_worker || g_queued.load() == 0) return false;
+  for (const auto& queue : device_queues(device)) drain(queue);
+  return true;
 }
 
 void set_blocking_wait(BlockingWait wait) { g_blocking_wait = wait; }

@@ -14,9 +14,13 @@
 //
 // Queued work holds the tensors it uses, so a block it reads or writes is
 // not freed, hence not reused, before that work has run: what CUDA's
-// record_stream asks for holds for every tensor. A failure in queued work is
-// raised by the next wait on its stream (an op on it, synchronize), as CUDA
-// reports asynchronous errors.
+// record_stream asks for holds for every tensor. (What frees a storage's
+// memory while the storage lives, a resize, first settles the device's
+// streams.) A failure in queued work is raised once by the next wait on its
+// stream (an op on it, its synchronize, an event on it, the device's
+// synchronize), and once more on each stream that waited for that work
+// before then, since what such a stream reads next may be the failed
+// work's output.
 #pragma once
 
 #include <c10/core/Device.h>
@@ -35,6 +39,8 @@ c10::StreamId current_stream_id(c10::DeviceIndex device);
 c10::StreamId exchange_stream_id(c10::DeviceIndex device, c10::StreamId id);
 // A stream id never handed out before (1, 2, ...).
 c10::StreamId new_stream_id();
+// Whether any stream has had work queued (a forked child has no workers).
+bool stream_workers_started();
 
 // Whether work for `device` should go on the current stream's queue rather
 // than run here: the current stream is a side stream (any stream, if
@@ -45,6 +51,8 @@ bool queues_work(c10::DeviceIndex device, bool default_stream_too);
 struct StreamMark {
   std::shared_ptr<fabric::TaskQueue> queue;
   fabric::TaskId task = 0;
+  c10::DeviceIndex device = 0;  // the stream whose work it marks
+  c10::StreamId stream = 0;
 };
 
 // Queues `work` on the current stream of `device`.
@@ -71,6 +79,11 @@ void stream_wait_mark(c10::DeviceIndex device, c10::StreamId id, const StreamMar
 bool stream_idle(c10::DeviceIndex device, c10::StreamId id);
 void synchronize_stream(c10::DeviceIndex device, c10::StreamId id);
 void synchronize_streams(c10::DeviceIndex device);
+// Waits for every stream of `device` without raising their failures (for
+// code that must know no queued work still uses memory: a resize, an
+// allocation that failed). False, at once, when nothing is queued anywhere
+// or on a stream worker.
+bool settle_streams(c10::DeviceIndex device);
 
 // How the calling thread blocks while it waits for a worker: the Python
 // module installs one that releases the GIL, which queued work may need.

@@ -5,6 +5,7 @@
 #include <atomic>
 #include <cstring>
 
+#include "device/StreamWork.h"
 #include "device/TfmbsDevices.h"
 
 namespace tfmbs {
@@ -54,7 +55,8 @@ class TfmbsAllocator final : public c10::DeviceAllocator {
     for (c10::DeviceIndex i = 0; i < device_count(); ++i) device_pool(i).release_cache();
   }
 
-  // Work is synchronous, so a block is never in use by a stream after free.
+  // Queued work holds the tensors it uses (StreamWork.h): a block is never
+  // in use by a stream after it is freed.
   void recordStream(const c10::DataPtr&, c10::Stream) override {}
 
   c10::CachingDeviceAllocator::DeviceStats getDeviceStats(c10::DeviceIndex device) override {
@@ -102,7 +104,14 @@ c10::DataPtr allocate_in_pool(c10::DeviceIndex device, size_t bytes, c10::Device
   auto& pool = device_pool(device);
   void* ptr = nullptr;
   try {
-    ptr = pool.allocate(bytes);
+    try {
+      ptr = pool.allocate(bytes);
+    } catch (const fabric::OutOfMemory&) {
+      // As CUDA's allocator synchronizes before it gives up: queued work
+      // holds tensors that may be garbage once it has run.
+      if (!settle_streams(device)) throw;
+      ptr = pool.allocate(bytes);
+    }
   } catch (const fabric::OutOfMemory& e) {
     TORCH_CHECK_WITH(OutOfMemoryError, false, e.what());
   } catch (const std::runtime_error& e) {

@@ -10,6 +10,7 @@
 #include <vector>
 
 #include "device/OpenMPTeam.h"
+#include "device/StreamWork.h"
 #include "fabric/fabric_config.h"
 
 namespace tfmbs {
@@ -30,6 +31,7 @@ std::atomic<bool> g_bad_fork{false};
 void mark_child_after_fork() {
   Devices* devices = g_devices.load();
   if (!devices) return;
+  if (stream_workers_started()) g_bad_fork = true;
   for (const auto* pool : devices->pools) {
     if (pool->reserved()) g_bad_fork = true;
   }
@@ -132,7 +134,8 @@ bool in_bad_fork() { return g_bad_fork.load(std::memory_order_relaxed); }
 void check_not_forked() {
   TORCH_CHECK(!in_bad_fork(),
               "tfmbs: cannot use tfmbs tensors in a forked subprocess (the parent process "
-              "already holds tfmbs memory, which the child only sees as a stale copy). To use "
+              "already holds tfmbs memory, which the child only sees as a stale copy, or ran "
+              "work on streams, whose workers the child does not have). To use "
               "tfmbs in worker processes, you must use the 'spawn' start method and create their "
               "tfmbs tensors there; a DataLoader should keep its dataset on the CPU (or use "
               "num_workers=0) and move each batch to tfmbs in the main process.");

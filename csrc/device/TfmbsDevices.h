@@ -37,9 +37,10 @@ const fabric::FabricConfig& fabric_config();
 // cores are shared too), with TFMBS_THREADS threads of torch's OpenMP team
 // (OpenMPTeam.h), or of its own pool with TFMBS_THREAD_POOL=own.
 fabric::FastEngine& fast_engine();
-// True in a child process forked after the parent put data in a pool: the
-// child's pool is a copy-on-write snapshot that the parent never sees, and
-// the engine's threads did not survive the fork.
+// True in a child process forked after the parent put data in a pool or
+// queued work on a stream: the child's pool is a copy-on-write snapshot
+// that the parent never sees, and the engine's and streams' threads did not
+// survive the fork.
 bool in_bad_fork();
 // Throws CUDA's error for this case: tfmbs cannot be used after fork.
 void check_not_forked();

@@ -70,7 +70,9 @@ class TfmbsHooks final : public at::PrivateUse1HooksInterface {
     TORCH_CHECK(storage.resizable(), "tfmbs: trying to resize storage that is not resizable");
     // The new bytes come from the storage's own device's pool.
     c10::DeviceGuard guard(storage.device());
-    await_current_stream(storage.device().index());  // queued work may still write the old bytes
+    // Queued work on any stream may still use the old bytes.
+    await_current_stream(storage.device().index());
+    settle_streams(storage.device().index());
     c10::DataPtr fresh = storage.allocator()->allocate(new_bytes);
     size_t keep = std::min(new_bytes, storage.nbytes());
     if (keep > 0) std::memcpy(fresh.get(), storage.data(), keep);

@@ -176,6 +176,7 @@ PYBIND11_MODULE(_C, m) {
   set_blocking_wait(&wait_without_gil);
   m.def("_init", &init);
   m.def("await_streams", [] { await_current_streams(); });
+  m.def("synchronize", [](int64_t index) { synchronize_streams(resolve_device(index)); });
   // torch.cuda._sleep's counterpart, for tests: the current stream of
   // `device` is busy for `ms` milliseconds.
   m.def("stream_sleep", [](int64_t index, double ms) {
