@@ -240,12 +240,27 @@ while True:
     except torch.OutOfMemoryError:
         break
 del fill[-1]
-s = torch.tfmbs.Stream()
+streams = [torch.tfmbs.Stream() for _ in range(7)]
+s, twin, bystander = streams[0], streams[3], streams[6]  # one worker serves the three
 with torch.tfmbs.stream(s):
+    if PENDING:  # still queued when the other streams wait for it
+        torch.tfmbs._sleep(300)
     y = torch.ops.tfmbs.ternary_linear(x, packed, one, None, m, k)
     print("queued")
+while not PENDING and not s.query():  # else already failed when they wait
+    pass
 torch.tfmbs.current_stream().wait_stream(s)
-for name, wait in (("default stream", y.cpu), ("side stream", s.synchronize)):
+twin.wait_stream(s)
+with torch.tfmbs.stream(bystander):  # did not wait for s: not its failure
+    print("bystander:", torch.equal(keep.cpu(), torch.full((1024,), 5.0)))
+
+
+def on_twin():
+    with torch.tfmbs.stream(twin):
+        return y.cpu()
+
+
+for name, wait in (("default stream", y.cpu), ("twin stream", on_twin), ("side stream", s.synchronize)):
     try:
         wait()
         print(name, "did not raise")
@@ -256,13 +271,15 @@ print("kept:", torch.equal(keep.cpu(), torch.full((1024,), 5.0)))
 """
 
 
-def test_a_failure_in_queued_work_is_raised_by_the_next_wait():
+@pytest.mark.parametrize("pending", [True, False])
+def test_a_failure_in_queued_work_is_raised_by_the_next_wait(pending):
     from conftest import run_python
-    r = run_python(FAILING_SCRIPT, env={"TFMBS_MEMORY": "4MiB", "TFMBS_NUM_FABRICS": "1"})
+    r = run_python(f"PENDING = {pending}\n" + FAILING_SCRIPT, env={"TFMBS_MEMORY": "4MiB", "TFMBS_NUM_FABRICS": "1"})
     assert r.returncode == 0, r.stderr
-    # The waiting default stream raises it too: what it reads next is the failed op's output.
-    assert r.stdout.split("\n")[:4] == ["queued", "default stream raised: True",
-                                        "side stream raised: True", "kept: True"]
+    # Streams that waited for it raise it too: what they read next is the failed op's output.
+    assert r.stdout.split("\n")[:6] == ["queued", "bystander: True", "default stream raised: True",
+                                        "twin stream raised: True", "side stream raised: True",
+                                        "kept: True"]
 
 
 FORK_SCRIPT = """

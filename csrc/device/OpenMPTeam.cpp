@@ -1,11 +1,18 @@
 #include "device/OpenMPTeam.h"
 
+#include <ATen/Parallel.h>
 #include <omp.h>
 
 namespace tfmbs {
 namespace {
 
-int team_size() { return omp_in_parallel() ? 1 : omp_get_max_threads(); }
+int team_size() {
+  // OpenMP's team size is per thread: a thread new to torch (a stream's
+  // worker) takes torch.set_num_threads's value first, as ATen's
+  // parallel_for does.
+  at::internal::lazy_init_num_threads();
+  return omp_in_parallel() ? 1 : omp_get_max_threads();
+}
 
 void run_team(int n, void (*body)(void*, int), void* ctx) {
 #pragma omp parallel num_threads(n)

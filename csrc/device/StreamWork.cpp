@@ -173,30 +173,37 @@ void await_current_streams() {
 }
 
 StreamMark mark_stream(c10::DeviceIndex device, c10::StreamId id) {
+  StreamMark mark{nullptr, 0, device, id};
   auto queue = find_queue(device, id, /*create=*/false);
-  if (!queue) return {};
+  if (!queue) return mark;
   const fabric::TaskId task = queue->last_submitted();
-  if (task == 0 || queue->is_done(task)) return {};
-  return {std::move(queue), task, device, id};
+  if (task == 0 || queue->is_done(task)) return mark;
+  mark.queue = std::move(queue);
+  mark.task = task;
+  return mark;
 }
 
 bool mark_reached(const StreamMark& mark) { return !mark.queue || mark.queue->is_done(mark.task); }
 
 void await_mark(const StreamMark& mark) {
-  if (!mark.queue) return;
-  check_not_forked();
-  blocking([&] { mark.queue->wait(mark.task); });
+  if (mark.queue) {
+    check_not_forked();
+    blocking([&] { mark.queue->wait(mark.task); });
+  }
   raise_failure({mark.device, mark.stream});
 }
 
 void stream_wait_mark(c10::DeviceIndex device, c10::StreamId id, const StreamMark& mark) {
-  if (mark_reached(mark)) return;
-  // A worker runs its work in order: a mark on its own queue is reached by then.
-  if (find_queue(device, id, /*create=*/false) == mark.queue) return;
+  // What the waiting stream reads next may be the marked work's output: a
+  // failure of that work becomes the waiting stream's too.
+  if (mark_reached(mark)) {
+    if (std::exception_ptr error = peek_failure({mark.device, mark.stream})) record_failure({device, id}, error);
+    return;
+  }
+  // On the mark's own worker the wait returns at once (its work runs in
+  // order); it is queued all the same, to pass a failure on.
   queue_work_on(device, id, [mark] {
     mark.queue->wait(mark.task);
-    // What the waiting stream reads next may be the failed work's output:
-    // its failure becomes the waiting stream's too.
     if (std::exception_ptr error = peek_failure({mark.device, mark.stream})) std::rethrow_exception(error);
   });
 }

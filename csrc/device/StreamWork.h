@@ -47,7 +47,7 @@ bool stream_workers_started();
 // `default_stream_too`) and this thread is not a stream worker already.
 bool queues_work(c10::DeviceIndex device, bool default_stream_too);
 // A point in a stream's work: reached once everything queued on the stream
-// before it has run. An empty mark is always reached.
+// before it has run. A mark without a queue is reached.
 struct StreamMark {
   std::shared_ptr<fabric::TaskQueue> queue;
   fabric::TaskId task = 0;

@@ -73,7 +73,8 @@ class TfmbsGuardImpl final : public c10::impl::DeviceGuardImplInterface {
     // A fresh recording: work queued for an earlier one still stamps that one.
     auto recording = std::make_shared<Recording>();
     const c10::DeviceIndex device = stream.device_index();
-    if (mark_reached(mark_stream(device, stream.id()))) {
+    recording->mark = mark_stream(device, stream.id());
+    if (mark_reached(recording->mark)) {
       recording->reached = now();
     } else {
       recording->mark = queue_work_on(device, stream.id(), [r = recording] { r->reached = now(); });
