@@ -401,3 +401,25 @@ def test_an_allocation_that_fails_waits_for_queued_work_to_release_memory():
     r = run_python(SETTLE_SCRIPT, env={"TFMBS_MEMORY": "4MiB", "TFMBS_NUM_FABRICS": "1"})
     assert r.returncode == 0, r.stderr
     assert r.stdout.split() == ["True"] * 4
+
+
+def test_torch_compile_subgraphs_wait_for_queued_work(layers):
+    first, _ = layers
+
+    def f(x, flag):
+        h = first(x)  # queued on the side stream
+        return torch.cond(flag, lambda h: torch.relu(h) * 3 + 1, lambda h: h.abs() - 1, (h,))
+
+    compiled = torch.compile(f)
+    x = torch.randn(4, 64)
+    xd = x.to("tfmbs")
+    s = torch.tfmbs.Stream()
+    for flag in (True, False):
+        expected = f(x, torch.tensor(flag))
+        flag_d = torch.tensor(flag, device="tfmbs")
+        compiled(xd, flag_d)  # compile outside the busy region
+        with torch.tfmbs.stream(s):
+            torch.tfmbs._sleep(BUSY_MS)
+            y = compiled(xd, flag_d)
+        s.synchronize()
+        assert torch.equal(y.cpu(), expected)
