@@ -423,3 +423,18 @@ def test_torch_compile_subgraphs_wait_for_queued_work(layers):
             y = compiled(xd, flag_d)
         s.synchronize()
         assert torch.equal(y.cpu(), expected)
+
+
+def test_freeing_a_storage_waits_for_queued_work_on_any_stream(layers):
+    first, _ = layers
+    x = torch.randn(3, 64)
+    xd = x.to("tfmbs")
+    s = torch.tfmbs.Stream()
+    with torch.tfmbs.stream(s):
+        torch.tfmbs._sleep(BUSY_MS)
+        y = first(xd)
+    xd.untyped_storage().resize_(0)  # on the default stream, as FSDP frees a parameter's storage
+    assert s.query()  # the queued op read x's bytes before they went
+    assert torch.equal(y.cpu(), first(x))
+    with pytest.raises(RuntimeError, match="data is not allocated"):
+        xd.cpu()
