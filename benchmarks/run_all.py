@@ -5,7 +5,7 @@ import sys
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 BENCHMARKS = ["transfer.py", "overhead.py", "ops.py", "attention.py", "compile.py", "distributed.py",
-              "fabric.py", "ternary_linear.py", "decode.py"]
+              "fabric.py", "ternary_linear.py", "decode.py", "streams.py"]
 
 if __name__ == "__main__":
     failed = [b for b in BENCHMARKS
