@@ -88,9 +88,8 @@ def main():
         list(rows[0].keys()), rows,
         [f"{LAYERS} TFMBSLinear {WIDTH}x{WIDTH}, batch 1, no_grad; host work alone: {host * 1e3:.2f} ms",
          "default / side > 1: the side stream is faster",
-         "chain alone: the hand-off to the stream's worker costs; chain + host work: pure-Python "
-         "work does not overlap the queued chain (it did overlap time.sleep and a GIL-free torch "
-         "op in a side check); the pinned copy overlaps the chain when the engine leaves a core free"])
+         "chain alone: the hand-off to the stream's worker; chain + host work and the pinned copy: "
+         "overlap with the queued work, when the engine leaves a core free"])
 
 
 if __name__ == "__main__":

@@ -438,3 +438,29 @@ def test_freeing_a_storage_waits_for_queued_work_on_any_stream(layers):
     assert torch.equal(y.cpu(), first(x))
     with pytest.raises(RuntimeError, match="data is not allocated"):
         xd.cpu()
+
+
+def test_queued_ops_see_a_weight_changed_in_place_and_overlap_python_work(layers):
+    first, _ = layers
+    x = torch.randn(2, 64)
+    xd = x.to("tfmbs")
+    s = torch.tfmbs.Stream()
+    with torch.tfmbs.stream(s):
+        first(xd)  # the frame is cached for this version of the weight
+    s.synchronize()
+    packed = first.dev[0]
+    flipped = first.cpu[0].flip(0).contiguous()
+    packed.copy_(flipped.to("tfmbs"))  # in place: a new version
+    first.cpu = (flipped,) + first.cpu[1:]
+    with torch.tfmbs.stream(s):
+        torch.tfmbs._sleep(BUSY_MS)
+        y = first(xd)
+        sum(i * i for i in range(200_000))  # pure Python, holding the GIL, while the stream works
+    s.synchronize()
+    assert torch.equal(y.cpu(), first(x))
+    with torch.inference_mode():
+        frozen = Layer(96, 64, 3)
+        with torch.tfmbs.stream(s):
+            y = frozen(xd)
+        s.synchronize()
+        assert torch.equal(y.cpu(), frozen(x))

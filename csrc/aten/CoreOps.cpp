@@ -130,8 +130,8 @@ at::Tensor copy_from(const at::Tensor& self, const at::Tensor& dst, bool non_blo
       is_pinned_host_pointer(host_side.storage().data()) &&
       queues_work(device_side.device().index(), /*default_stream_too=*/true)) {
     check_copy(self, dst);
-    // Tensors of its own: a later set_ on the caller's cannot move the copy.
-    queue_work(device_side.device().index(), [self = self.alias(), dst = dst.alias()] { copy_now(self, dst); });
+    queue_work(device_side.device().index(),
+               [self = same_memory(self), dst = same_memory(dst)] { copy_now(self, dst); });
     return dst;
   }
   copy_now(self, dst);

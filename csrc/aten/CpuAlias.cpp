@@ -3,6 +3,7 @@
 #include <ATen/EmptyTensor.h>
 #include <ATen/ops/empty_strided.h>
 #include <c10/core/CPUAllocator.h>
+#include <c10/core/InferenceMode.h>
 #include <c10/core/TensorImpl.h>
 
 #include <cstring>
@@ -82,6 +83,20 @@ at::Tensor cpu_alias(const at::Tensor& device_tensor) {
 at::Tensor device_view(const c10::Storage& storage, const at::Tensor& geometry,
                        caffe2::TypeMeta dtype) {
   return make_tensor(storage, c10::DispatchKey::PrivateUse1, dtype, geometry);
+}
+
+at::Tensor same_memory(const at::Tensor& tensor) {
+  const auto key = tensor.device().type() == c10::DeviceType::PrivateUse1 ? c10::DispatchKey::PrivateUse1
+                                                                           : c10::DispatchKey::CPU;
+  // An inference tensor exactly when `tensor` is, sharing its version
+  // counter otherwise: the frame cache tells a weight's changes by them.
+  c10::InferenceMode mode(tensor.is_inference());
+  at::Tensor out = make_tensor(tensor.storage(), key, tensor.dtype(), tensor);
+  if (!tensor.is_inference())
+    out.unsafeGetTensorImpl()->set_version_counter(tensor.unsafeGetTensorImpl()->version_counter());
+  if (tensor.is_conj()) out._set_conj(true);
+  if (tensor.is_neg()) out._set_neg(true);
+  return out;
 }
 
 at::Tensor adopt_pool_tensor(const at::Tensor& cpu_result, c10::DeviceIndex device) {

@@ -43,6 +43,12 @@ at::Tensor cpu_alias(const at::Tensor& device_tensor);
 at::Tensor device_view(const c10::Storage& storage, const at::Tensor& geometry,
                        caffe2::TypeMeta dtype);
 
+// A new tensor (tfmbs or CPU, as `tensor`) over `tensor`'s memory, with its
+// geometry and conj/neg bits, for work queued on a stream: a later set_ on
+// `tensor` cannot move what the work reads or writes, and, unlike a view,
+// it holds no reference to `tensor`, whose release could need Python's GIL.
+at::Tensor same_memory(const at::Tensor& tensor);
+
 // Makes `cpu_result`, a CPU tensor whose storage is a tfmbs pool block
 // nobody else holds, a tfmbs tensor owning that block. Returns an undefined
 // tensor when the storage cannot be adopted.

@@ -237,12 +237,11 @@ at::Tensor ternary_linear_tfmbs(const at::Tensor& input, const at::Tensor& packe
     run_ternary_linear(input, packed, scale, bias, a, reference, out);
     return out;
   }
-  // On a side stream: its worker runs the call, on tensors of its own (a
-  // later set_ on the caller's cannot move what the work reads or writes).
+  // On a side stream: its worker runs the call, on tensors of its own.
   std::optional<at::Tensor> own_bias;
-  if (bias) own_bias = bias->alias();
-  queue_work(dev, [input = input.alias(), packed = packed.alias(), scale = scale.alias(),
-                   bias = std::move(own_bias), a, reference, out = out.alias()] {
+  if (bias && bias->defined()) own_bias = same_memory(*bias);
+  queue_work(dev, [input = same_memory(input), packed = same_memory(packed), scale = same_memory(scale),
+                   bias = std::move(own_bias), a, reference, out = same_memory(out)] {
     run_ternary_linear(input, packed, scale, bias, a, reference, out);
   });
   return out;
