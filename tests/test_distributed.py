@@ -387,6 +387,10 @@ CPU_ONLY_SCRIPT = textwrap.dedent("""
     model = torch.nn.parallel.DistributedDataParallel(torch.nn.Linear(2, 1))
     model(torch.ones(1, 2)).sum().backward()
     print("rank", rank, "ok", flush=True)
+    # DDP's reducer holds the group: freed only at interpreter shutdown, Gloo's
+    # threads could still drop tensors there, which needs the GIL, and abort
+    # ("terminate called without an active exception"). Release it first.
+    del model
     dist.destroy_process_group()
 """)
 
