@@ -232,10 +232,9 @@ OpCounters FastEngine::run_int8(const FastFrame& w, const int8_t* x, int64_t n, 
   // Activations, padded to whole blocks, and their per-row facts.
   int8_t* xp = reinterpret_cast<int8_t*>(scratch(0).get(un * ukp));
   std::vector<int32_t> x_sum(un);
-  // The AVX-512 kernel counts zero hits in the same pass (see Int8Job);
-  // otherwise a ZeroPlan does it after the product.
-  const bool fuse_zeros = isa_ == Isa::Avx512 && fast_detail::avx512_fuses_zero_counts() &&
-                          n <= 255 && n * cols < INT32_MAX;
+  // The SIMD kernels count zero hits in the same pass (see Int8Job); the
+  // scalar one leaves them to a ZeroPlan after the product.
+  const bool fuse_zeros = isa_ != Isa::Scalar && n <= 255 && n * cols < INT32_MAX;
   uint8_t* zero_counts = fuse_zeros ? scratch(1).get(ukp) : nullptr;
   if (fuse_zeros) std::memset(zero_counts, 0, ukp);
   bool may_overflow = false, any_zero = false;
@@ -261,10 +260,13 @@ OpCounters FastEngine::run_int8(const FastFrame& w, const int8_t* x, int64_t n, 
     if (l1 > INT32_MAX) may_overflow = true;
   }
   std::vector<uint8_t> group_has_zero;
+  std::vector<int32_t> zero_groups;
   if (fuse_zeros && any_zero) {
     group_has_zero.assign(static_cast<size_t>(kp / 64), 0);
-    for (int64_t g = 0; g < kp / 64; ++g)
+    for (int64_t g = 0; g < kp / 64; ++g) {
       for (int64_t d = g * 64; d < (g + 1) * 64; ++d) group_has_zero[static_cast<size_t>(g)] |= zero_counts[d] != 0;
+      if (group_has_zero[static_cast<size_t>(g)]) zero_groups.push_back(static_cast<int32_t>(g));
+    }
   }
   const ZeroPlan zeros_plan = fuse_zeros || !any_zero
                                   ? ZeroPlan(0, cols, kp, [](int64_t, int64_t) { return false; })
@@ -282,6 +284,8 @@ OpCounters FastEngine::run_int8(const FastFrame& w, const int8_t* x, int64_t n, 
   if (fuse_zeros && any_zero) {
     job.zero_counts = zero_counts;
     job.group_has_zero = group_has_zero.data();
+    job.zero_groups = zero_groups.data();
+    job.zero_group_count = static_cast<int64_t>(zero_groups.size());
     job.zero_hits = zero_hits;
   }
   const Int8Fn kernel = int8_kernel(isa_);

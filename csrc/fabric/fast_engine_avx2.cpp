@@ -4,7 +4,8 @@
 //
 // Same layout and results as the AVX-512 ones: each 64-byte block is used
 // as two 32-byte halves; vpmaddubsw(c, x) + vpmaddwd(.., 1) replaces
-// vpdpbusd (no int16 saturation: |c * x| <= 256, a pair <= 512).
+// vpdpbusd (no int16 saturation: |c * x| <= 256, a pair <= 512). The int8
+// kernel counts zero hits in the same pass, as the AVX-512 one does.
 #include <immintrin.h>
 
 #include "fabric/fast_engine_kernels.h"
@@ -23,15 +24,61 @@ inline int32_t hsum(__m256i v) {
   return _mm_cvtsi128_si32(s);
 }
 
-// Per block, the 8 vpmaddubsw products of a (row, batch row) pair (4 code
-// groups x 2 halves) are summed in int16 - each is at most 2 * 2 * 128 = 512
-// in magnitude, 8 of them 4096 - and widened once with vpmaddwd.
+// The vpmaddubsw products of a (row, batch row) pair are summed in int16 -
+// each is at most 2 * 2 * 128 = 512 in magnitude, 8 per block, so 8 blocks
+// reach at most 32768, and only as -32768 (every x = -128, every code 2),
+// which int16 holds - and widened once per kInt16Blocks blocks with vpmaddwd.
+// Z: the tile also counts its rows' zero hits (Int8Job), once the product
+// is done, while the tile's codes are still in L1: it walks the list of
+// 64-column groups that hold a zero activation (no branch per group), so
+// the product's loop stays as it is. Zero count (u8) x |w| pairs are at
+// most 2 * 255, so the 64 pairs of 32 groups stay below 32767 in int16.
 // prefetch: as in fast_engine_avx512.cpp, the first pass over these rows
 // (batch tile 0 of a row chunk) streams the codes from memory: fetch the
 // lines kPrefetchBytes ahead of the read position in that linear stream.
+inline constexpr int64_t kInt16Blocks = 8;
 inline constexpr int64_t kPrefetchBytes = 16384;
 
-template <int R, int NB>
+// Keeps an accumulator's update where it is written: left alone, GCC
+// reassociates the chain of adds into a tree over all the block's products,
+// which needs more than 16 ymm registers and spills them to the stack.
+#define TFMBS_KEEP_IN_REGISTER(v) asm("" : "+x"(v))
+
+template <int R>
+inline __attribute__((always_inline)) void zero_hits_tile(const Int8Job& j, int64_t r0) {
+  constexpr int64_t kInt16Groups = kInt16Blocks * 4;
+  const __m256i one = _mm256_set1_epi8(1), ones16 = _mm256_set1_epi16(1);
+  __m256i zacc[R];
+#pragma GCC unroll 16
+  for (int r = 0; r < R; ++r) zacc[r] = _mm256_setzero_si256();
+  for (int64_t g0 = 0; g0 < j.zero_group_count; g0 += kInt16Groups) {
+    const int64_t g1 = g0 + kInt16Groups < j.zero_group_count ? g0 + kInt16Groups : j.zero_group_count;
+    __m256i zpart[R];
+#pragma GCC unroll 16
+    for (int r = 0; r < R; ++r) zpart[r] = _mm256_setzero_si256();
+    for (int64_t g = g0; g < g1; ++g) {
+      const int64_t group = j.zero_groups[g], b = group / 4;
+      const __m128i shift = _mm_cvtsi32_si128(static_cast<int>(2 * (group % 4)));
+#pragma GCC unroll 2
+      for (int h = 0; h < 2; ++h) {
+        const __m256i zc = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(j.zero_counts + group * 64 + h * 32));
+#pragma GCC unroll 16
+        for (int r = 0; r < R; ++r) {
+          const __m256i v = _mm256_load_si256(reinterpret_cast<const __m256i*>(j.codes + (r0 + r) * j.row_bytes + b * 64 + h * 32));
+          // |w| = (~c) & 1 for the code c = w + 1 in {0, 1, 2}.
+          const __m256i nz = _mm256_andnot_si256(_mm256_srl_epi16(v, shift), one);
+          zpart[r] = _mm256_add_epi16(zpart[r], _mm256_maddubs_epi16(zc, nz));
+        }
+      }
+    }
+#pragma GCC unroll 16
+    for (int r = 0; r < R; ++r) zacc[r] = _mm256_add_epi32(zacc[r], _mm256_madd_epi16(zpart[r], ones16));
+  }
+#pragma GCC unroll 16
+  for (int r = 0; r < R; ++r) j.zero_hits[r0 + r] = static_cast<uint32_t>(hsum(zacc[r]));
+}
+
+template <int R, int NB, bool Z>
 inline __attribute__((always_inline)) void int8_tile(const Int8Job& j, int64_t r0, int64_t n0, bool prefetch) {
   __m256i acc[R][NB];
 #pragma GCC unroll 16
@@ -39,34 +86,41 @@ inline __attribute__((always_inline)) void int8_tile(const Int8Job& j, int64_t r
 #pragma GCC unroll 16
     for (int n = 0; n < NB; ++n) acc[r][n] = _mm256_setzero_si256();
   const __m256i three = _mm256_set1_epi8(3), ones16 = _mm256_set1_epi16(1);
-  for (int64_t b = 0; b < j.blocks; ++b) {
+  for (int64_t b0 = 0; b0 < j.blocks; b0 += kInt16Blocks) {
+    const int64_t b1 = b0 + kInt16Blocks < j.blocks ? b0 + kInt16Blocks : j.blocks;
     __m256i part[R][NB];
 #pragma GCC unroll 16
     for (int r = 0; r < R; ++r)
 #pragma GCC unroll 16
       for (int n = 0; n < NB; ++n) part[r][n] = _mm256_setzero_si256();
-    if (prefetch) {
-      const uintptr_t ahead = reinterpret_cast<uintptr_t>(j.codes + r0 * j.row_bytes) + kPrefetchBytes;
+    for (int64_t b = b0; b < b1; ++b) {
+      if (prefetch) {
+        const uintptr_t ahead = reinterpret_cast<uintptr_t>(j.codes + r0 * j.row_bytes) + kPrefetchBytes;
 #pragma GCC unroll 16
-      for (int r = 0; r < R; ++r) _mm_prefetch(reinterpret_cast<const char*>(ahead + (b * R + r) * 64), _MM_HINT_T0);
-    }
-    for (int h = 0; h < 2; ++h) {
-      __m256i v[R];
+        for (int r = 0; r < R; ++r) _mm_prefetch(reinterpret_cast<const char*>(ahead + (b * R + r) * 64), _MM_HINT_T0);
+      }
+#pragma GCC unroll 2
+      for (int h = 0; h < 2; ++h) {
+        __m256i v[R];
 #pragma GCC unroll 16
-      for (int r = 0; r < R; ++r)
-        v[r] = _mm256_load_si256(reinterpret_cast<const __m256i*>(j.codes + (r0 + r) * j.row_bytes + b * 64 + h * 32));
+        for (int r = 0; r < R; ++r)
+          v[r] = _mm256_load_si256(reinterpret_cast<const __m256i*>(j.codes + (r0 + r) * j.row_bytes + b * 64 + h * 32));
 #pragma GCC unroll 4
-      for (int i = 0; i < 4; ++i) {
-        const int64_t off = b * 256 + i * 64 + h * 32;
-        __m256i xv[NB];
+        for (int i = 0; i < 4; ++i) {
+          const int64_t off = b * 256 + i * 64 + h * 32;
+          __m256i xv[NB];
 #pragma GCC unroll 16
-        for (int n = 0; n < NB; ++n)
-          xv[n] = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(j.x + (n0 + n) * j.x_stride + off));
+          for (int n = 0; n < NB; ++n)
+            xv[n] = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(j.x + (n0 + n) * j.x_stride + off));
 #pragma GCC unroll 16
-        for (int r = 0; r < R; ++r) {
-          const __m256i q = _mm256_and_si256(_mm256_srli_epi16(v[r], 2 * i), three);
+          for (int r = 0; r < R; ++r) {
+            const __m256i q = _mm256_and_si256(_mm256_srli_epi16(v[r], 2 * i), three);
 #pragma GCC unroll 16
-          for (int n = 0; n < NB; ++n) part[r][n] = _mm256_add_epi16(part[r][n], _mm256_maddubs_epi16(q, xv[n]));
+            for (int n = 0; n < NB; ++n) {
+              part[r][n] = _mm256_add_epi16(part[r][n], _mm256_maddubs_epi16(q, xv[n]));
+              TFMBS_KEEP_IN_REGISTER(part[r][n]);
+            }
+          }
         }
       }
     }
@@ -83,15 +137,23 @@ inline __attribute__((always_inline)) void int8_tile(const Int8Job& j, int64_t r
       j.y[(n0 + n) * j.m + r0 + r] = static_cast<int32_t>(s - static_cast<uint32_t>(j.x_sum[n0 + n]));
     }
   }
+  if constexpr (Z) zero_hits_tile<R>(j, r0);
 }
 
-template <int NB>
-void int8_rows_nb(const Int8Job& j, int64_t r0, int64_t r1, int64_t n0) {
+template <int NB, bool Z>
+void int8_rows_nbz(const Int8Job& j, int64_t r0, int64_t r1, int64_t n0) {
   constexpr int R = NB == 1 ? 4 : 2;
   int64_t r = r0;
   const bool prefetch = n0 == 0;
-  for (; r + R <= r1; r += R) int8_tile<R, NB>(j, r, n0, prefetch);
-  for (; r < r1; ++r) int8_tile<1, NB>(j, r, n0, prefetch);
+  for (; r + R <= r1; r += R) int8_tile<R, NB, Z>(j, r, n0, prefetch);
+  for (; r < r1; ++r) int8_tile<1, NB, Z>(j, r, n0, prefetch);
+}
+
+// The zero hits are counted once per row, with the first batch tile.
+template <int NB>
+void int8_rows_nb(const Int8Job& j, int64_t r0, int64_t r1, int64_t n0) {
+  if (n0 == 0 && j.zero_counts != nullptr) int8_rows_nbz<NB, true>(j, r0, r1, n0);
+  else int8_rows_nbz<NB, false>(j, r0, r1, n0);
 }
 
 // fp32: banks 0..7 in lo, 8..15 in hi. Masked-out lanes add +0.0 / subtract

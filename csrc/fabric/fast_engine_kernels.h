@@ -27,13 +27,16 @@ struct Int8Job : FrameCodes {
   int64_t n = 0;                   // batch rows
   int64_t m = 0;                   // output rows (y's row stride)
   int32_t* y = nullptr;            // [n][m]
-  // Optional zero-hit counting fused into the product (kernels that report
-  // fuses_zero_counts()): zero_hits[r] = sum_d |w[r,d]| * zero_counts[d],
+  // Optional zero-hit counting fused into the product (the AVX2 and AVX-512
+  // kernels; the scalar one leaves it to a separate pass):
+  // zero_hits[r] = sum_d |w[r,d]| * zero_counts[d],
   // zero_counts[d] = number of batch rows with x[n,d] == 0 (needs n <= 255
   // and n * K < 2^31); only 64-column groups whose group_has_zero flag is
   // set are visited, so a few zeros cost almost nothing.
   const uint8_t* zero_counts = nullptr;     // [x_stride] or nullptr
-  const uint8_t* group_has_zero = nullptr;  // [blocks * 4]
+  const uint8_t* group_has_zero = nullptr;  // [blocks * 4] (AVX-512)
+  const int32_t* zero_groups = nullptr;     // the groups whose flag is set, ascending (AVX2)
+  int64_t zero_group_count = 0;
   uint64_t* zero_hits = nullptr;            // [m]
 };
 
@@ -66,7 +69,6 @@ struct Fp32Job : FrameCodes {
 void int8_rows_scalar(const Int8Job& job, int64_t r0, int64_t r1);
 void int8_rows_avx2(const Int8Job& job, int64_t r0, int64_t r1);
 void int8_rows_avx512(const Int8Job& job, int64_t r0, int64_t r1);
-inline bool avx512_fuses_zero_counts() { return true; }  // scalar/AVX2: separate pass
 void zero_hits_scalar(const ZeroCountJob& job, int64_t r0, int64_t r1);
 void zero_hits_avx2(const ZeroCountJob& job, int64_t r0, int64_t r1);
 void zero_hits_avx512(const ZeroCountJob& job, int64_t r0, int64_t r1);

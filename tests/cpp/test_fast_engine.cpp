@@ -404,6 +404,40 @@ TEST(FastEngine, Int8BatchOneAtTheInPlaceBoundIsExact) {
   }
 }
 
+// The AVX2 kernel sums up to 8 blocks of vpmaddubsw products in int16: at
+// most 8 * 8 * 2 * 2 * 128 = 32768 in magnitude, reached only as -32768
+// (x = -128, w = +1 everywhere); its fused zero counts sum 64 pairs of
+// 2 * 255 (255 batch rows with x = 0, w = +-1 everywhere). K spans several
+// such chunks and a partial one; 1, 2 and 3 batch rows take the 1- and 2-row
+// tiles. Results and counters against the reference.
+TEST(FastEngine, Int8SumsAtTheKernelsInt16BoundsAreExact) {
+  const int64_t M = 6, K = 3 * 2048 + 256 + 64;
+  std::vector<int8_t> w(static_cast<size_t>(M * K));
+  std::mt19937 rng(77);
+  for (int64_t d = 0; d < K; ++d) {
+    w[d] = 1;
+    w[K + d] = -1;
+    for (int64_t r = 2; r < M; ++r) w[r * K + d] = rng() & 1 ? 1 : -1;
+  }
+  auto lm = LaneMajorFrame::from_trits(w.data(), M, K, 2);
+  auto ff = FastFrame::from_trits(w.data(), M, K, 2);
+  for (int64_t n : {1, 2, 3, 255}) {
+    // Extreme activations, then (at 255 rows) all zeros: the largest counts.
+    std::vector<int8_t> x(static_cast<size_t>(n * K), n == 255 ? 0 : -128);
+    std::vector<int32_t> y_ref(static_cast<size_t>(n * M));
+    OpCounters c_ref = reference::tgemm_int8(lm, x.data(), n, y_ref.data());
+    if (n < 255) EXPECT_EQ(y_ref[0], -128 * K);
+    for (Isa isa : supported_isas()) {
+      SCOPED_TRACE(testing::Message() << "N=" << n << " isa=" << isa_name(isa));
+      FastEngine e(FastEngineOptions{isa, 2, &test_pool()});
+      std::vector<int32_t> y(y_ref.size(), 0x5a5a5a5a);
+      OpCounters c = e.tgemm_int8(ff, x.data(), n, y.data());
+      ASSERT_EQ(y, y_ref);
+      EXPECT_COUNTERS_EQ(c_ref, c);
+    }
+  }
+}
+
 TEST(FastEngine, AccumulatorOverflowMatchesReference) {
   const int64_t K = 16909321;  // 127 * K > 2^31 - 1
   std::vector<int8_t> w(16 * static_cast<size_t>(K), 0);
