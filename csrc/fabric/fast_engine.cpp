@@ -260,12 +260,14 @@ OpCounters FastEngine::run_int8(const FastFrame& w, const int8_t* x, int64_t n, 
     if (l1 > INT32_MAX) may_overflow = true;
   }
   std::vector<uint8_t> group_has_zero;
-  std::vector<int32_t> zero_groups;
+  std::vector<int32_t> zero_slices;
   if (fuse_zeros && any_zero) {
     group_has_zero.assign(static_cast<size_t>(kp / 64), 0);
-    for (int64_t g = 0; g < kp / 64; ++g) {
-      for (int64_t d = g * 64; d < (g + 1) * 64; ++d) group_has_zero[static_cast<size_t>(g)] |= zero_counts[d] != 0;
-      if (group_has_zero[static_cast<size_t>(g)]) zero_groups.push_back(static_cast<int32_t>(g));
+    for (int64_t s = 0; s < kp / 32; ++s) {
+      bool zero = false;
+      for (int64_t d = s * 32; d < (s + 1) * 32; ++d) zero |= zero_counts[d] != 0;
+      group_has_zero[static_cast<size_t>(s / 2)] |= zero;
+      if (zero) zero_slices.push_back(static_cast<int32_t>(s));
     }
   }
   const ZeroPlan zeros_plan = fuse_zeros || !any_zero
@@ -284,8 +286,8 @@ OpCounters FastEngine::run_int8(const FastFrame& w, const int8_t* x, int64_t n, 
   if (fuse_zeros && any_zero) {
     job.zero_counts = zero_counts;
     job.group_has_zero = group_has_zero.data();
-    job.zero_groups = zero_groups.data();
-    job.zero_group_count = static_cast<int64_t>(zero_groups.size());
+    job.zero_slices = zero_slices.data();
+    job.zero_slice_count = static_cast<int64_t>(zero_slices.size());
     job.zero_hits = zero_hits;
   }
   const Int8Fn kernel = int8_kernel(isa_);

@@ -30,9 +30,10 @@ inline int32_t hsum(__m256i v) {
 // which int16 holds - and widened once per kInt16Blocks blocks with vpmaddwd.
 // Z: the tile also counts its rows' zero hits (Int8Job), once the product
 // is done, while the tile's codes are still in L1: it walks the list of
-// 64-column groups that hold a zero activation (no branch per group), so
-// the product's loop stays as it is. Zero count (u8) x |w| pairs are at
-// most 2 * 255, so the 64 pairs of 32 groups stay below 32767 in int16.
+// 32-column slices that hold a zero activation (no branch per slice; with
+// a few percent of zeros most 32-column slices have none), so the
+// product's loop stays as it is. Zero count (u8) x |w| pairs are at most
+// 2 * 255, so the 64 pairs of 64 slices stay below 32767 in int16.
 // prefetch: as in fast_engine_avx512.cpp, the first pass over these rows
 // (batch tile 0 of a row chunk) streams the codes from memory: fetch the
 // lines kPrefetchBytes ahead of the read position in that linear stream.
@@ -46,29 +47,28 @@ inline constexpr int64_t kPrefetchBytes = 16384;
 
 template <int R>
 inline __attribute__((always_inline)) void zero_hits_tile(const Int8Job& j, int64_t r0) {
-  constexpr int64_t kInt16Groups = kInt16Blocks * 4;
+  constexpr int64_t kInt16Slices = kInt16Blocks * 8;
   const __m256i one = _mm256_set1_epi8(1), ones16 = _mm256_set1_epi16(1);
   __m256i zacc[R];
 #pragma GCC unroll 16
   for (int r = 0; r < R; ++r) zacc[r] = _mm256_setzero_si256();
-  for (int64_t g0 = 0; g0 < j.zero_group_count; g0 += kInt16Groups) {
-    const int64_t g1 = g0 + kInt16Groups < j.zero_group_count ? g0 + kInt16Groups : j.zero_group_count;
+  for (int64_t s0 = 0; s0 < j.zero_slice_count; s0 += kInt16Slices) {
+    const int64_t s1 = s0 + kInt16Slices < j.zero_slice_count ? s0 + kInt16Slices : j.zero_slice_count;
     __m256i zpart[R];
 #pragma GCC unroll 16
     for (int r = 0; r < R; ++r) zpart[r] = _mm256_setzero_si256();
-    for (int64_t g = g0; g < g1; ++g) {
-      const int64_t group = j.zero_groups[g], b = group / 4;
-      const __m128i shift = _mm_cvtsi32_si128(static_cast<int>(2 * (group % 4)));
-#pragma GCC unroll 2
-      for (int h = 0; h < 2; ++h) {
-        const __m256i zc = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(j.zero_counts + group * 64 + h * 32));
+    for (int64_t k = s0; k < s1; ++k) {
+      // Slice s: columns 32s..32s+31 = block s / 8, code group (s / 2) % 4, half s % 2.
+      const int64_t slice = j.zero_slices[k];
+      const int64_t at = (slice / 8) * 64 + (slice % 2) * 32;
+      const __m128i shift = _mm_cvtsi32_si128(static_cast<int>(2 * ((slice / 2) % 4)));
+      const __m256i zc = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(j.zero_counts + slice * 32));
 #pragma GCC unroll 16
-        for (int r = 0; r < R; ++r) {
-          const __m256i v = _mm256_load_si256(reinterpret_cast<const __m256i*>(j.codes + (r0 + r) * j.row_bytes + b * 64 + h * 32));
-          // |w| = (~c) & 1 for the code c = w + 1 in {0, 1, 2}.
-          const __m256i nz = _mm256_andnot_si256(_mm256_srl_epi16(v, shift), one);
-          zpart[r] = _mm256_add_epi16(zpart[r], _mm256_maddubs_epi16(zc, nz));
-        }
+      for (int r = 0; r < R; ++r) {
+        const __m256i v = _mm256_load_si256(reinterpret_cast<const __m256i*>(j.codes + (r0 + r) * j.row_bytes + at));
+        // |w| = (~c) & 1 for the code c = w + 1 in {0, 1, 2}.
+        const __m256i nz = _mm256_andnot_si256(_mm256_srl_epi16(v, shift), one);
+        zpart[r] = _mm256_add_epi16(zpart[r], _mm256_maddubs_epi16(zc, nz));
       }
     }
 #pragma GCC unroll 16

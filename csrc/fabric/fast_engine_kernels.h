@@ -35,8 +35,8 @@ struct Int8Job : FrameCodes {
   // set are visited, so a few zeros cost almost nothing.
   const uint8_t* zero_counts = nullptr;     // [x_stride] or nullptr
   const uint8_t* group_has_zero = nullptr;  // [blocks * 4] (AVX-512)
-  const int32_t* zero_groups = nullptr;     // the groups whose flag is set, ascending (AVX2)
-  int64_t zero_group_count = 0;
+  const int32_t* zero_slices = nullptr;     // 32-column slices d / 32 holding a zero, ascending (AVX2)
+  int64_t zero_slice_count = 0;
   uint64_t* zero_hits = nullptr;            // [m]
 };
 
