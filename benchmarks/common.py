@@ -6,6 +6,9 @@ import platform
 import statistics
 import time
 
+import torch
+import torch_tfmbs  # noqa: F401  (torch.tfmbs: the engine's SIMD level for the notes)
+
 
 RESULTS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "results")
 
@@ -55,6 +58,7 @@ def write_results(name, title, columns, rows, notes=()):
     """Writes rows (dicts keyed by columns) as JSON and a markdown table."""
     os.makedirs(RESULTS, exist_ok=True)
     meta = {"machine": platform.machine(), "cores": os.cpu_count(),
+            "engine_isa": torch.tfmbs.get_device_properties(0).engine_isa,
             "OMP_WAIT_POLICY": os.environ.get("OMP_WAIT_POLICY") or "unset (libgomp's default)",
             "notes": list(notes)}
     with open(os.path.join(RESULTS, f"{name}.json"), "w") as f:
@@ -64,7 +68,8 @@ def write_results(name, title, columns, rows, notes=()):
     for row in rows:
         lines.append("| " + " | ".join(_fmt(row[c]) for c in columns) + " |")
     lines += [""] + [f"- {n}" for n in notes] + [f"- OMP_WAIT_POLICY={meta['OMP_WAIT_POLICY']}, "
-                                                  f"{meta['cores']} cores"]
+                                                  f"{meta['cores']} cores, fabric engine ISA "
+                                                  f"{meta['engine_isa']}"]
     text = "\n".join(lines) + "\n"
     with open(os.path.join(RESULTS, f"{name}.md"), "w") as f:
         f.write(text)
