@@ -11,10 +11,12 @@
 //   nnz(r) precomputed at load; the second term is |w[r,:]| . zc, where
 //   zc[d] = number of batch rows with x[n,d] == 0: the AVX2 and AVX-512
 //   int8 kernels add it in the same pass (one extra dot product per 64 (32)
-//   columns, and only for 64-column groups that hold a zero activation);
+//   columns, only where a zero activation is: AVX-512 visits 64-column
+//   groups, AVX2 32-column slices);
 //   the scalar kernel and the fp32 path run a separate pass, or look up
 //   each zero's weight when there are very few (<= K/128 in the whole
-//   batch). Row r runs on pass r / G, tile (r % G) / 15, lane r % 15, so that lane gets active_cycles += N*K, skips += N*K - MACs(r);
+//   batch). Row r runs on pass r / G, tile (r % G) / 15, lane r % 15, so
+//   that lane gets active_cycles += N*K, skips += N*K - MACs(r);
 //   utilization = sum_r MACs(r); cycles from the formula in telemetry.h.
 //   Overflow: a lane's int32 prefix sum can only wrap if sum_d |x[n,d]| >
 //   2^31 - 1; for such batch rows (and only those) the engine replays the

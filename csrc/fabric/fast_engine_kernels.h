@@ -31,8 +31,9 @@ struct Int8Job : FrameCodes {
   // kernels; the scalar one leaves it to a separate pass):
   // zero_hits[r] = sum_d |w[r,d]| * zero_counts[d],
   // zero_counts[d] = number of batch rows with x[n,d] == 0 (needs n <= 255
-  // and n * K < 2^31); only 64-column groups whose group_has_zero flag is
-  // set are visited, so a few zeros cost almost nothing.
+  // and n * K < 2^31); only the columns that hold a zero are visited
+  // (AVX-512: 64-column groups whose group_has_zero flag is set; AVX2: the
+  // listed 32-column slices), so a few zeros cost almost nothing.
   const uint8_t* zero_counts = nullptr;     // [x_stride] or nullptr
   const uint8_t* group_has_zero = nullptr;  // [blocks * 4] (AVX-512)
   const int32_t* zero_slices = nullptr;     // 32-column slices d / 32 holding a zero, ascending (AVX2)
