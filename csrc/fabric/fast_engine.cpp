@@ -94,20 +94,40 @@ void check_batch(int64_t n, const char* op) {
 }
 
 // How the zero-skip counts are corrected for zero activations (see
-// fast_engine.h): sum_n #{d : w[r,d] != 0, x[n,d] == 0} for every row r.
-//  * few zeros in the whole batch (<= K/128): for each zero, look up the
-//    weight's code (position precomputed) - a handful of loads per row;
+// fast_engine.h): sum_n #{d : w[r,d] != 0, x[n,d] == 0}, summed per lane
+// class (the rows the counters add up; FastFrame).
+//  * the frame keeps per-slot column counts: per zero column, a dot with its
+//    slots' counts, on the caller - nothing per row;
+//  * else, few zeros in the whole batch (<= K/128): for each zero, look up
+//    the weight's code (position precomputed) - a handful of loads per row;
 //  * otherwise: per column, how many batch rows are zero there (u8, in
 //    chunks of <= 255 rows), dotted with |w| by a SIMD kernel - one vector
 //    instruction per 64 columns per row, whatever the batch size.
 class ZeroPlan {
  public:
   template <typename IsZero>
-  ZeroPlan(int64_t n, int64_t cols, int64_t kp, IsZero is_zero) : kp_(kp) {
+  ZeroPlan(const FastFrame& w, int64_t n, IsZero is_zero) : kp_(w.padded_cols()) {
+    const int64_t cols = w.cols();
     int64_t total = 0;
     for (int64_t b = 0; b < n; ++b)
       for (int64_t d = 0; d < cols; ++d) total += is_zero(b, d);
     if (total == 0) return;
+    if (w.slots() > 0) {
+      std::vector<uint64_t> zeros(static_cast<size_t>(cols), 0);
+      for (int64_t b = 0; b < n; ++b)
+        for (int64_t d = 0; d < cols; ++d) zeros[static_cast<size_t>(d)] += is_zero(b, d);
+      std::vector<std::pair<int64_t, uint64_t>> columns;
+      for (int64_t d = 0; d < cols; ++d)
+        if (zeros[static_cast<size_t>(d)] != 0) columns.emplace_back(d, zeros[static_cast<size_t>(d)]);
+      class_hits_.assign(static_cast<size_t>(w.lane_classes()), 0);
+      for (int64_t slot = 0; slot < w.slots(); ++slot) {
+        const uint8_t* counts = w.slot_column_nonzeros().data() + slot * kp_;
+        uint64_t hits = 0;
+        for (const auto& [d, z] : columns) hits += z * counts[d];
+        class_hits_[static_cast<size_t>(slot % w.lane_classes())] += hits;
+      }
+      return;
+    }
     if (total * 128 <= cols) {
       for (int64_t b = 0; b < n; ++b)
         for (int64_t d = 0; d < cols; ++d)
@@ -120,14 +140,16 @@ class ZeroPlan {
     // Chunk sums must fit the kernels' int32 lanes: rows * K < 2^31.
     const int64_t rows_per_chunk = std::clamp<int64_t>(INT32_MAX / std::max<int64_t>(cols, 1), 1, 255);
     chunks_ = (n + rows_per_chunk - 1) / rows_per_chunk;
-    counts_.assign(static_cast<size_t>(chunks_ * kp), 0);
+    counts_.assign(static_cast<size_t>(chunks_ * kp_), 0);
     for (int64_t b = 0; b < n; ++b) {
-      uint8_t* c = counts_.data() + (b / rows_per_chunk) * kp;
+      uint8_t* c = counts_.data() + (b / rows_per_chunk) * kp_;
       for (int64_t d = 0; d < cols; ++d) c[d] += is_zero(b, d);
     }
   }
 
-  bool any() const { return chunks_ > 0 || !offset_.empty(); }
+  bool any() const { return chunks_ > 0 || !offset_.empty() || !class_hits_.empty(); }
+  // Per lane class (empty: per row, from count()).
+  const std::vector<uint64_t>& class_hits() const { return class_hits_; }
 
   void count(Isa isa, const FastFrame& w, int64_t r0, int64_t r1, uint64_t* hits) const {
     if (chunks_ > 0) {
@@ -155,6 +177,7 @@ class ZeroPlan {
   std::vector<uint8_t> counts_;
   std::vector<uint32_t> offset_;
   std::vector<uint8_t> shift_;
+  std::vector<uint64_t> class_hits_;
 };
 
 // Counters of a TGEMM (see fast_engine.h): MACs(r) = n * nnz(r) -
@@ -163,7 +186,8 @@ class ZeroPlan {
 // (the old divide-per-row loop plus a separate MACs vector took ~4% of the
 // decode stack's profile at 11008 rows).
 OpCounters tgemm_counters(const FastFrame& w, int64_t n, const uint64_t* zero_hits,
-                          const std::vector<uint8_t>& overflow, uint64_t act_bytes) {
+                          const std::vector<uint64_t>& class_zero_hits, const std::vector<uint8_t>& overflow,
+                          uint64_t act_bytes) {
   const int tiles = w.tiles();
   const int64_t rows = w.rows(), cols = w.cols();
   const int64_t passes = lane_major_passes(rows, tiles);
@@ -187,6 +211,11 @@ OpCounters tgemm_counters(const FastFrame& w, int64_t n, const uint64_t* zero_hi
       l = 0;
       if (++t == tiles) t = 0;
     }
+  }
+  // Class k = r mod 15*tiles is lane k % 15 of tile k / 15.
+  for (size_t k = 0; k < class_zero_hits.size(); ++k) {
+    c.tiles[k / kLanesPerTile].skips[k % kLanesPerTile] += class_zero_hits[k];
+    utilization -= class_zero_hits[k];
   }
   c.utilization += utilization;
   return c;
@@ -232,9 +261,9 @@ OpCounters FastEngine::run_int8(const FastFrame& w, const int8_t* x, int64_t n, 
   // Activations, padded to whole blocks, and their per-row facts.
   int8_t* xp = reinterpret_cast<int8_t*>(scratch(0).get(un * ukp));
   std::vector<int32_t> x_sum(un);
-  // The SIMD kernels count zero hits in the same pass (see Int8Job); the
-  // scalar one leaves them to a ZeroPlan after the product.
-  const bool fuse_zeros = isa_ != Isa::Scalar && n <= 255 && n * cols < INT32_MAX;
+  // Without the frame's slot counts, the SIMD kernels count zero hits in
+  // the same pass (see Int8Job); otherwise a ZeroPlan does.
+  const bool fuse_zeros = isa_ != Isa::Scalar && w.slots() == 0 && n <= 255 && n * cols < INT32_MAX;
   uint8_t* zero_counts = fuse_zeros ? scratch(1).get(ukp) : nullptr;
   if (fuse_zeros) std::memset(zero_counts, 0, ukp);
   bool may_overflow = false, any_zero = false;
@@ -271,8 +300,8 @@ OpCounters FastEngine::run_int8(const FastFrame& w, const int8_t* x, int64_t n, 
     }
   }
   const ZeroPlan zeros_plan = fuse_zeros || !any_zero
-                                  ? ZeroPlan(0, cols, kp, [](int64_t, int64_t) { return false; })
-                                  : ZeroPlan(n, cols, kp, [&](int64_t b, int64_t d) { return x[b * cols + d] == 0; });
+                                  ? ZeroPlan(w, 0, [](int64_t, int64_t) { return false; })
+                                  : ZeroPlan(w, n, [&](int64_t b, int64_t d) { return x[b * cols + d] == 0; });
   uint64_t* zero_hits = zero_hit_buffer(rows);
   std::vector<uint8_t> overflow(may_overflow ? static_cast<size_t>(rows) : 0, 0);
   Int8Job job;
@@ -327,7 +356,7 @@ OpCounters FastEngine::run_int8(const FastFrame& w, const int8_t* x, int64_t n, 
         tasks, [&](int64_t i) { run_rows(i * chunk, std::min(rows, (i + 1) * chunk)); }, nthreads);
   }
 
-  return tgemm_counters(w, n, zero_hits, overflow, act_bytes);
+  return tgemm_counters(w, n, zero_hits, zeros_plan.class_hits(), overflow, act_bytes);
 }
 
 OpCounters FastEngine::tgemm_int8(const FastFrame& w, const int8_t* x, int64_t n, int32_t* y) const {
@@ -356,7 +385,7 @@ OpCounters FastEngine::tgemm_fp32(const FastFrame& w, const float* x, int64_t n,
     std::fill(xp + b * kp + cols, xp + (b + 1) * kp, 0.0f);
     for (int64_t d = 0; d < cols; ++d) all_finite &= std::isfinite(x[b * cols + d]);
   }
-  const ZeroPlan zeros_plan(n, cols, kp, [&](int64_t b, int64_t d) { return x[b * cols + d] == 0.0f; });
+  const ZeroPlan zeros_plan(w, n, [&](int64_t b, int64_t d) { return x[b * cols + d] == 0.0f; });
   uint64_t* zero_hits = zero_hit_buffer(rows);
   Fp32Job job;
   static_cast<FrameCodes&>(job) = frame_codes(w);
@@ -380,7 +409,7 @@ OpCounters FastEngine::tgemm_fp32(const FastFrame& w, const float* x, int64_t n,
     pool().parallel_for(
         tasks, [&](int64_t i) { run_rows(i * chunk, std::min(rows, (i + 1) * chunk)); }, nthreads);
   }
-  return tgemm_counters(w, n, zero_hits, {}, 4 * static_cast<uint64_t>(cols));
+  return tgemm_counters(w, n, zero_hits, zeros_plan.class_hits(), {}, 4 * static_cast<uint64_t>(cols));
 }
 
 namespace {

@@ -8,11 +8,15 @@
 //   per row r, with N batch rows and K columns,
 //     MACs(r) = sum_n #{d : w[r,d] != 0 and x[n,d] != 0}
 //             = N * nnz(r) - sum_n #{d : w[r,d] != 0 and x[n,d] == 0},
-//   nnz(r) precomputed at load; the second term is |w[r,:]| . zc, where
-//   zc[d] = number of batch rows with x[n,d] == 0: the AVX2 and AVX-512
-//   int8 kernels add it in the same pass (one extra dot product per 64 (32)
-//   columns, only where a zero activation is: AVX-512 visits 64-column
-//   groups, AVX2 32-column slices);
+//   nnz(r) precomputed at load. The counters only need the second term
+//   summed over the rows of each lane (class r mod G below): a frame with
+//   slot counts (fast_frame.h) gives it as, per zero column d, zc[d] times
+//   the column's nonzeros in each class - work per call in (zero columns) x
+//   (classes), none per row - where zc[d] = number of batch rows with
+//   x[n,d] == 0. Frames too small to keep slot counts get it per row as
+//   |w[r,:]| . zc: the AVX2 and AVX-512 int8 kernels add it in the same pass
+//   (one extra dot product per 64 (32) columns, only where a zero
+//   activation is: AVX-512 visits 64-column groups, AVX2 32-column slices);
 //   the scalar kernel and the fp32 path run a separate pass, or look up
 //   each zero's weight when there are very few (<= K/128 in the whole
 //   batch). Row r runs on pass r / G, tile (r % G) / 15, lane r % 15, so

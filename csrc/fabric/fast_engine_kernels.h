@@ -27,8 +27,9 @@ struct Int8Job : FrameCodes {
   int64_t n = 0;                   // batch rows
   int64_t m = 0;                   // output rows (y's row stride)
   int32_t* y = nullptr;            // [n][m]
-  // Optional zero-hit counting fused into the product (the AVX2 and AVX-512
-  // kernels; the scalar one leaves it to a separate pass):
+  // Optional zero-hit counting fused into the product, for frames without
+  // slot counts (the AVX2 and AVX-512 kernels; the scalar one leaves it to
+  // a separate pass):
   // zero_hits[r] = sum_d |w[r,d]| * zero_counts[d],
   // zero_counts[d] = number of batch rows with x[n,d] == 0 (needs n <= 255
   // and n * K < 2^31); only the columns that hold a zero are visited

@@ -32,11 +32,18 @@ FastFrame FastFrame::from_trits(const int8_t* trits, int64_t rows, int64_t cols,
     }
   }
   const int64_t blocks = f.blocks_per_row();
+  const int64_t chunk_rows = 255 * f.lane_classes();
+  const int64_t slots = (rows + chunk_rows - 1) / chunk_rows * f.lane_classes();
+  if (32 * slots <= rows) f.slot_nnz_.assign(static_cast<size_t>(slots * f.padded_cols_), 0);
   for (int64_t r = 0; r < rows; ++r) {
     const int8_t* src = trits + r * cols;
     uint8_t* row = f.buffer_.data() + r * f.row_bytes();
     uint32_t nnz = 0;
     for (int64_t d = 0; d < cols; ++d) nnz += src[d] != 0;
+    if (!f.slot_nnz_.empty()) {
+      uint8_t* counts = f.slot_nnz_.data() + f.slot_of(r) * f.padded_cols_;
+      for (int64_t d = 0; d < cols; ++d) counts[d] = static_cast<uint8_t>(counts[d] + (src[d] != 0));
+    }
     for (int64_t b = 0; b < blocks; ++b) {
       const int64_t base = b * kFastBlockCols;
       uint8_t* out = row + b * kFastBlockBytes;

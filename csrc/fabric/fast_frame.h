@@ -15,6 +15,13 @@
 //    consecutive activation bytes (AVX2 uses the 32-byte halves the same way).
 //  * Rows are stored one after another, Kp/4 bytes each (64-byte aligned).
 //  * Per row, nnz[r] = number of nonzero weights (for the counters).
+//  * Per lane slot and column, how many of the slot's rows have a nonzero
+//    weight there (slot_column_nonzeros), so the zero-skip counters of a
+//    call cost (zero activations) x (slots), not x (rows). The counters sum
+//    rows by lane class r mod G (G = 15*tiles, lane_major_frame.h); a slot
+//    is a class within a chunk of 255*G rows, so each count fits a byte.
+//    Built only when it takes at most 1/8 of the codes' bytes (rows >= 32
+//    slots); smaller frames leave the counting to the engine's row kernels.
 // 4096x4096 takes 4 MiB (2 bits/weight; PT-5 would take 3.2 MiB but costs
 // a base-3 decode per call).
 #pragma once
@@ -54,6 +61,11 @@ class FastFrame {
   const uint8_t* codes() const { return buffer_.data(); }
   const uint8_t* row_codes(int64_t r) const { return buffer_.data() + r * row_bytes(); }
   const std::vector<uint32_t>& row_nonzeros() const { return nnz_; }
+  // [slots][padded_cols], or empty (see above); row r is in slot_of(r).
+  const std::vector<uint8_t>& slot_column_nonzeros() const { return slot_nnz_; }
+  int64_t slots() const { return slot_nnz_.empty() ? 0 : static_cast<int64_t>(slot_nnz_.size()) / padded_cols_; }
+  int64_t lane_classes() const { return int64_t{kLanesPerTile} * tiles_; }
+  int64_t slot_of(int64_t r) const { return r / (255 * lane_classes()) * lane_classes() + r % lane_classes(); }
   size_t bytes() const { return buffer_.size(); }
 
   // The weight at (r, d), decoded from the codes.
@@ -66,6 +78,7 @@ class FastFrame {
  private:
   FrameBuffer buffer_;
   std::vector<uint32_t> nnz_;
+  std::vector<uint8_t> slot_nnz_;
   int64_t rows_ = 0, cols_ = 0, padded_cols_ = 0;
   int tiles_ = 1;
 };

@@ -125,6 +125,31 @@ TEST(FastFrame, LivesInThePoolWhenGivenOne) {
   EXPECT_EQ(f.to_trits(), w);
 }
 
+// The slot counts against a count over the trits, with a frame of several
+// 255-rows-per-class chunks; and which frames keep them (rows >= 32 slots).
+TEST(FastFrame, SlotColumnNonzerosCountEachLaneClassPerChunk) {
+  std::mt19937 rng(15);
+  const int64_t M = 7700, K = 70;  // 1 tile: 15 classes, chunks of 3825 rows: 3 chunks
+  auto w = random_weights(M, K, 0.3, rng);
+  auto f = FastFrame::from_trits(w.data(), M, K, 1);
+  ASSERT_EQ(f.lane_classes(), 15);
+  ASSERT_EQ(f.slots(), 45);
+  std::vector<int64_t> expected(static_cast<size_t>(45 * f.padded_cols()), 0);
+  for (int64_t r = 0; r < M; ++r) {
+    const int64_t slot = (r / 3825) * 15 + r % 15;
+    EXPECT_EQ(f.slot_of(r), slot);
+    for (int64_t d = 0; d < K; ++d) expected[static_cast<size_t>(slot * f.padded_cols() + d)] += w[r * K + d] != 0;
+  }
+  const auto& counts = f.slot_column_nonzeros();
+  ASSERT_EQ(counts.size(), expected.size());
+  for (size_t i = 0; i < counts.size(); ++i) ASSERT_EQ(counts[i], expected[i]) << "slot " << i / f.padded_cols();
+
+  auto w2 = random_weights(480, 10, 0.3, rng);
+  EXPECT_EQ(FastFrame::from_trits(w2.data(), 480, 10, 1).slots(), 15);  // 480 = 32 * 15
+  EXPECT_EQ(FastFrame::from_trits(w2.data(), 479, 10, 1).slots(), 0);
+  EXPECT_EQ(FastFrame::from_trits(w2.data(), 479, 10, 1).slot_column_nonzeros().size(), 0u);
+}
+
 TEST(FastEngine, IsaAndOptions) {
   EXPECT_EQ(FastEngineOptions{}.isa, best_isa());
   EXPECT_EQ(FastEngine().isa(), best_isa());
@@ -349,6 +374,54 @@ TEST(FastEngine, MultiTaskFramesMatchReference) {
           OpCounters c = e.tgemm_int8(ff, x.data(), n, y.data());
           ASSERT_EQ(y, y_ref);
           EXPECT_COUNTERS_EQ(c_ref, c);
+        }
+      }
+    }
+  }
+}
+
+// Frames on both sides of the slot-count rule (FastFrame: rows >= 32
+// slots): the zero-skip counters come from the slot counts or from the row
+// kernels, for int8, ternary and fp32 activations, every ISA, batches
+// below and above 255 rows, few and many zeros. 7700 rows on 1 tile span
+// three 255-rows-per-class chunks; 479 rows on 1 tile keep no slot counts;
+// 300 x 2300 on 4 tiles has none either and a K past 2048 that is not a
+// multiple of 256, where the AVX2 kernel maps its zero slices to columns.
+TEST(FastEngine, ZeroSkipCountersFromSlotCountsAndFromRowsMatchReference) {
+  std::mt19937 rng(7700);
+  struct Case {
+    int64_t rows, cols;
+    int tiles;
+    int64_t slots;
+  };
+  for (const Case& s : {Case{7700, 70, 1, 45}, Case{480, 300, 1, 15}, Case{479, 300, 1, 0}, Case{300, 2300, 4, 0}}) {
+    auto w = random_weights(s.rows, s.cols, 0.3, rng);
+    auto lm = LaneMajorFrame::from_trits(w.data(), s.rows, s.cols, s.tiles);
+    auto ff = FastFrame::from_trits(w.data(), s.rows, s.cols, s.tiles);
+    ASSERT_EQ(ff.slots(), s.slots);
+    for (int64_t n : {1, 3, 260}) {
+      for (double xz : {0.0, 0.01, 0.3, 1.0}) {
+        if (n == 260 && s.rows * s.cols > 200000) continue;  // keeps the reference's time small
+        auto x8 = random_int8(n * s.cols, xz, rng);
+        auto x3 = random_ternary(n * s.cols, xz, rng);
+        auto xf = random_float(n * s.cols, xz, rng);
+        std::vector<int32_t> y8_ref(static_cast<size_t>(n * s.rows)), y3_ref(y8_ref.size());
+        std::vector<float> yf_ref(y8_ref.size());
+        const OpCounters c8_ref = reference::tgemm_int8(lm, x8.data(), n, y8_ref.data());
+        const OpCounters c3_ref = reference::tgemm_ternary(lm, x3.data(), n, y3_ref.data());
+        const OpCounters cf_ref = reference::tgemm_fp32(lm, xf.data(), n, yf_ref.data());
+        for (Isa isa : supported_isas()) {
+          SCOPED_TRACE(testing::Message() << "M=" << s.rows << " K=" << s.cols << " tiles=" << s.tiles << " N=" << n
+                                          << " xzero=" << xz << " isa=" << isa_name(isa));
+          FastEngine e(FastEngineOptions{isa, 2, &test_pool()});
+          std::vector<int32_t> y(y8_ref.size());
+          std::vector<float> yf(y8_ref.size());
+          EXPECT_COUNTERS_EQ(c8_ref, e.tgemm_int8(ff, x8.data(), n, y.data()));
+          ASSERT_EQ(y, y8_ref);
+          EXPECT_COUNTERS_EQ(c3_ref, e.tgemm_ternary(ff, x3.data(), n, y.data()));
+          ASSERT_EQ(y, y3_ref);
+          EXPECT_COUNTERS_EQ(cf_ref, e.tgemm_fp32(ff, xf.data(), n, yf.data()));
+          ASSERT_EQ(std::memcmp(yf.data(), yf_ref.data(), yf.size() * sizeof(float)), 0);
         }
       }
     }
