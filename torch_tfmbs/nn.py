@@ -73,8 +73,9 @@ _below_autograd = torch._C._AutoDispatchBelowAutograd
 def _ternary_linear_no_grad(*args):
     """The op when nothing needs a gradient, past its autograd kernel (a
     Python formula that would only redispatch); while compiling, the plain
-    op, which is what gets traced."""
-    if torch.compiler.is_compiling():
+    op, which is what gets traced. Inference mode skips autograd kernels
+    by itself."""
+    if torch.compiler.is_compiling() or torch.is_inference_mode_enabled():
         return _ternary_linear(*args)
     with _below_autograd():
         return _ternary_linear(*args)
@@ -303,13 +304,16 @@ class TFMBSLinear(nn.Linear):
 
     # -------------------------------------------------------------- forward
     def forward(self, x):
-        if self.weight is None and not torch.is_grad_enabled() and x.dtype != torch.float64:
-            # Inference on a layer whose packed form is the weight: nothing to
-            # repack or check, one call into the op.
-            packed = self.packed_weight
-            if packed is not None:
-                return _ternary_linear_no_grad(x, packed, self.weight_scale, self.bias, self.out_features,
-                                               self.in_features, self.packing, self.act_mode)
+        # Inference on a layer whose packed form is the weight: nothing to
+        # repack or check, one call into the op. The tensors are read from
+        # the module's dicts: nn.Module.__getattr__ costs about a microsecond
+        # per name, which a decode step pays in every layer.
+        packed = self._buffers.get("packed_weight")
+        if (packed is not None and self._parameters.get("weight") is None and not torch.is_grad_enabled()
+                and x.dtype != torch.float64):
+            return _ternary_linear_no_grad(x, packed, self._buffers.get("weight_scale"),
+                                           self._parameters.get("bias"), self.out_features, self.in_features,
+                                           self.packing, self.act_mode)
         self._maybe_repack()
         w, b = self.weight, self.bias
         if w is None and self.training and _needs_grad(x, b):
