@@ -147,8 +147,9 @@ class ZeroPlan {
     }
   }
 
-  bool any() const { return chunks_ > 0 || !offset_.empty() || !class_hits_.empty(); }
-  // Per lane class (empty: per row, from count()).
+  // Whether count() fills per-row hits.
+  bool per_row() const { return chunks_ > 0 || !offset_.empty(); }
+  // Per lane class (empty: per row, from count(), or no zeros).
   const std::vector<uint64_t>& class_hits() const { return class_hits_; }
 
   void count(Isa isa, const FastFrame& w, int64_t r0, int64_t r1, uint64_t* hits) const {
@@ -180,42 +181,41 @@ class ZeroPlan {
   std::vector<uint64_t> class_hits_;
 };
 
-// Counters of a TGEMM (see fast_engine.h): MACs(r) = n * nnz(r) -
-// zero_hits(r). One pass over the rows with the tile and lane indices
-// stepped, not divided: this runs on the caller, serially, after every call
-// (the old divide-per-row loop plus a separate MACs vector took ~4% of the
-// decode stack's profile at 11008 rows).
-OpCounters tgemm_counters(const FastFrame& w, int64_t n, const uint64_t* zero_hits,
-                          const std::vector<uint64_t>& class_zero_hits, const std::vector<uint8_t>& overflow,
+// Counters of a TGEMM (see fast_engine.h), per lane class k = r mod G
+// (lane k % 15 of tile k / 15): active_cycles += rows(k) * N * K, MACs(k) =
+// N * nnz(k) - zero hits(k), skips += active_cycles - MACs(k). Work per
+// call in classes, not rows (this runs on the caller, serially, after every
+// call): rows(k) and nnz(k) are the frame's; the zero hits come per class
+// (class_zero_hits, ZeroPlan) and/or per row (row_zero_hits, or nullptr).
+OpCounters tgemm_counters(const FastFrame& w, int64_t n, const uint64_t* row_zero_hits,
+                          std::vector<uint64_t> class_zero_hits, const std::vector<uint8_t>& overflow,
                           uint64_t act_bytes) {
   const int tiles = w.tiles();
-  const int64_t rows = w.rows(), cols = w.cols();
+  const int64_t rows = w.rows(), cols = w.cols(), classes = w.lane_classes();
   const int64_t passes = lane_major_passes(rows, tiles);
   OpCounters c(tiles);
   const uint64_t steps = static_cast<uint64_t>(passes) * static_cast<uint64_t>(n);
   c.compute_cycles = steps * static_cast<uint64_t>(cols);
   c.burst_wait_cycles = steps * burst_cycles(act_bytes);
   c.cycles = c.compute_cycles + c.burst_wait_cycles;
-  const uint64_t per_row = static_cast<uint64_t>(n) * static_cast<uint64_t>(cols);
-  const uint64_t un = static_cast<uint64_t>(n);
-  const uint32_t* nnz = w.row_nonzeros().data();
-  int t = 0, l = 0;
-  uint64_t utilization = 0;
-  for (int64_t r = 0; r < rows; ++r) {
-    const uint64_t macs = un * nnz[r] - zero_hits[r];
-    c.tiles[t].active_cycles[l] += per_row;
-    c.tiles[t].skips[l] += per_row - macs;
-    utilization += macs;
-    if (!overflow.empty() && overflow[static_cast<size_t>(r)]) c.tiles[t].overflow = true;
-    if (++l == kLanesPerTile) {  // row r + 1 is lane 0 of the next tile (of the next pass)
-      l = 0;
-      if (++t == tiles) t = 0;
+  class_zero_hits.resize(static_cast<size_t>(classes), 0);
+  if (row_zero_hits != nullptr || !overflow.empty()) {
+    int64_t k = 0;  // r mod classes, stepped
+    for (int64_t r = 0; r < rows; ++r) {
+      if (row_zero_hits != nullptr) class_zero_hits[static_cast<size_t>(k)] += row_zero_hits[r];
+      if (!overflow.empty() && overflow[static_cast<size_t>(r)]) c.tiles[k / kLanesPerTile].overflow = true;
+      if (++k == classes) k = 0;
     }
   }
-  // Class k = r mod 15*tiles is lane k % 15 of tile k / 15.
-  for (size_t k = 0; k < class_zero_hits.size(); ++k) {
-    c.tiles[k / kLanesPerTile].skips[k % kLanesPerTile] += class_zero_hits[k];
-    utilization -= class_zero_hits[k];
+  const uint64_t per_row = static_cast<uint64_t>(n) * static_cast<uint64_t>(cols);
+  uint64_t utilization = 0;
+  for (int64_t k = 0; k < classes; ++k) {
+    const size_t i = static_cast<size_t>(k);
+    const uint64_t macs = static_cast<uint64_t>(n) * w.class_nonzeros()[i] - class_zero_hits[i];
+    const uint64_t active = per_row * w.class_rows()[i];
+    c.tiles[k / kLanesPerTile].active_cycles[k % kLanesPerTile] += active;
+    c.tiles[k / kLanesPerTile].skips[k % kLanesPerTile] += active - macs;
+    utilization += macs;
   }
   c.utilization += utilization;
   return c;
@@ -302,7 +302,8 @@ OpCounters FastEngine::run_int8(const FastFrame& w, const int8_t* x, int64_t n, 
   const ZeroPlan zeros_plan = fuse_zeros || !any_zero
                                   ? ZeroPlan(w, 0, [](int64_t, int64_t) { return false; })
                                   : ZeroPlan(w, n, [&](int64_t b, int64_t d) { return x[b * cols + d] == 0; });
-  uint64_t* zero_hits = zero_hit_buffer(rows);
+  const bool per_row_zeros = (fuse_zeros && any_zero) || zeros_plan.per_row();
+  uint64_t* zero_hits = per_row_zeros ? zero_hit_buffer(rows) : nullptr;
   std::vector<uint8_t> overflow(may_overflow ? static_cast<size_t>(rows) : 0, 0);
   Int8Job job;
   static_cast<FrameCodes&>(job) = frame_codes(w);
@@ -386,7 +387,7 @@ OpCounters FastEngine::tgemm_fp32(const FastFrame& w, const float* x, int64_t n,
     for (int64_t d = 0; d < cols; ++d) all_finite &= std::isfinite(x[b * cols + d]);
   }
   const ZeroPlan zeros_plan(w, n, [&](int64_t b, int64_t d) { return x[b * cols + d] == 0.0f; });
-  uint64_t* zero_hits = zero_hit_buffer(rows);
+  uint64_t* zero_hits = zeros_plan.per_row() ? zero_hit_buffer(rows) : nullptr;
   Fp32Job job;
   static_cast<FrameCodes&>(job) = frame_codes(w);
   job.x = xp;

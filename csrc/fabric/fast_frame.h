@@ -14,7 +14,8 @@
 //    byte order, the codes of 64 consecutive columns, which meet 64
 //    consecutive activation bytes (AVX2 uses the 32-byte halves the same way).
 //  * Rows are stored one after another, Kp/4 bytes each (64-byte aligned).
-//  * Per row, nnz[r] = number of nonzero weights (for the counters).
+//  * Per row, nnz[r] = number of nonzero weights, and the same summed per
+//    lane class (below), for the counters.
 //  * Per lane slot and column, how many of the slot's rows have a nonzero
 //    weight there (slot_column_nonzeros), so the zero-skip counters of a
 //    call cost (zero activations) x (slots), not x (rows). The counters sum
@@ -66,6 +67,9 @@ class FastFrame {
   int64_t slots() const { return slot_nnz_.empty() ? 0 : static_cast<int64_t>(slot_nnz_.size()) / padded_cols_; }
   int64_t lane_classes() const { return int64_t{kLanesPerTile} * tiles_; }
   int64_t slot_of(int64_t r) const { return r / (255 * lane_classes()) * lane_classes() + r % lane_classes(); }
+  // Per lane class k: how many rows it has, and their nonzero weights.
+  const std::vector<uint64_t>& class_rows() const { return class_rows_; }
+  const std::vector<uint64_t>& class_nonzeros() const { return class_nnz_; }
   size_t bytes() const { return buffer_.size(); }
 
   // The weight at (r, d), decoded from the codes.
@@ -79,6 +83,7 @@ class FastFrame {
   FrameBuffer buffer_;
   std::vector<uint32_t> nnz_;
   std::vector<uint8_t> slot_nnz_;
+  std::vector<uint64_t> class_rows_, class_nnz_;
   int64_t rows_ = 0, cols_ = 0, padded_cols_ = 0;
   int tiles_ = 1;
 };
