@@ -108,10 +108,6 @@ class ZeroPlan {
   template <typename IsZero>
   ZeroPlan(const FastFrame& w, int64_t n, IsZero is_zero) : kp_(w.padded_cols()) {
     const int64_t cols = w.cols();
-    int64_t total = 0;
-    for (int64_t b = 0; b < n; ++b)
-      for (int64_t d = 0; d < cols; ++d) total += is_zero(b, d);
-    if (total == 0) return;
     if (w.slots() > 0) {
       std::vector<uint64_t> zeros(static_cast<size_t>(cols), 0);
       for (int64_t b = 0; b < n; ++b)
@@ -119,6 +115,7 @@ class ZeroPlan {
       std::vector<std::pair<int64_t, uint64_t>> columns;
       for (int64_t d = 0; d < cols; ++d)
         if (zeros[static_cast<size_t>(d)] != 0) columns.emplace_back(d, zeros[static_cast<size_t>(d)]);
+      if (columns.empty()) return;
       class_hits_.assign(static_cast<size_t>(w.lane_classes()), 0);
       for (int64_t slot = 0; slot < w.slots(); ++slot) {
         const uint8_t* counts = w.slot_column_nonzeros().data() + slot * kp_;
@@ -128,6 +125,10 @@ class ZeroPlan {
       }
       return;
     }
+    int64_t total = 0;
+    for (int64_t b = 0; b < n; ++b)
+      for (int64_t d = 0; d < cols; ++d) total += is_zero(b, d);
+    if (total == 0) return;
     if (total * 128 <= cols) {
       for (int64_t b = 0; b < n; ++b)
         for (int64_t d = 0; d < cols; ++d)
