@@ -344,3 +344,34 @@ def test_inference_call_of_a_dropped_latent_layer_matches_cpu_and_follows_change
     # With grad on, the bias still gets a gradient.
     dev(x.to("tfmbs")).sum().backward()
     assert dev.bias.grad is not None and torch.equal(dev.bias.grad.cpu(), torch.full((24,), 5.0))
+
+
+@pytest.mark.parametrize("inference", [False, True])
+def test_inference_call_follows_a_parametrized_weight_and_bias(inference):
+    # A parametrization moves `weight` (and `bias`) out of _parameters: the
+    # fast path must not take that for a dropped latent weight and reuse a
+    # stale packing, nor drop the bias.
+    import torch.nn.utils.parametrize as parametrize
+
+    class Negate(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.sign = 1.0
+
+        def forward(self, t):
+            return t * self.sign
+
+    torch.manual_seed(4)
+    layer = TFMBSLinear(32, 16).eval()
+    weight_sign, bias_sign = Negate(), Negate()
+    parametrize.register_parametrization(layer, "weight", weight_sign)
+    parametrize.register_parametrization(layer, "bias", bias_sign)
+    layer.to("tfmbs")
+    x = torch.randn(4, 32).to("tfmbs")
+    guard = torch.inference_mode() if inference else torch.no_grad()
+    with guard:
+        y = layer(x).cpu()
+        weight_sign.sign = bias_sign.sign = -1.0
+        # ternarize(-w) = -ternarize(w) with the same scale, and the lanes'
+        # sums and the epilogue negate exactly.
+        assert torch.equal(layer(x).cpu(), -y)

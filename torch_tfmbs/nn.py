@@ -91,17 +91,22 @@ class _PackedSource:
     version counter, and the new storage may land on a freed block at the
     same address, so (version, data_ptr) alone can call a new weight old.
     The alias holds the packed storage alive, so no other storage can take
-    its address while this record exists."""
+    its address while this record exists.
+
+    An inference tensor has no version counter, so a packing made from one
+    (or checked against one) is never current: it is repacked every call.
+    """
 
     __slots__ = ("alias", "version")
 
     def __init__(self, w):
         self.alias = w.detach()  # same storage and version counter, no autograd history
-        self.version = w._version
+        self.version = None if w.is_inference() else w._version
 
     def matches(self, w):
         a = self.alias
-        return (w is not None and a.untyped_storage()._cdata == w.untyped_storage()._cdata
+        return (w is not None and self.version is not None and not w.is_inference()
+                and a.untyped_storage()._cdata == w.untyped_storage()._cdata
                 and a.data_ptr() == w.data_ptr() and a.device == w.device and a.dtype == w.dtype
                 and a.shape == w.shape and a.stride() == w.stride() and self.version == w._version)
 
@@ -306,14 +311,16 @@ class TFMBSLinear(nn.Linear):
     def forward(self, x):
         # Inference on a layer whose packed form is the weight: nothing to
         # repack or check, one call into the op. The tensors are read from
-        # the module's dicts: nn.Module.__getattr__ costs about a microsecond
-        # per name, which a decode step pays in every layer.
-        packed = self._buffers.get("packed_weight")
-        if (packed is not None and self._parameters.get("weight") is None and not torch.is_grad_enabled()
-                and x.dtype != torch.float64):
-            return _ternary_linear_no_grad(x, packed, self._buffers.get("weight_scale"),
-                                           self._parameters.get("bias"), self.out_features, self.in_features,
-                                           self.packing, self.act_mode)
+        # the module's dicts (nn.Module.__getattr__ costs about a microsecond
+        # per name, which a decode step pays in every layer); a weight or
+        # bias that is not there (a parametrization moved it) is read as an
+        # attribute, by the path below.
+        params, packed = self._parameters, self._buffers.get("packed_weight")
+        if (packed is not None and "weight" in params and params["weight"] is None
+                and not torch.is_grad_enabled() and x.dtype != torch.float64):
+            bias = params["bias"] if "bias" in params else self.bias
+            return _ternary_linear_no_grad(x, packed, self._buffers.get("weight_scale"), bias,
+                                           self.out_features, self.in_features, self.packing, self.act_mode)
         self._maybe_repack()
         w, b = self.weight, self.bias
         if w is None and self.training and _needs_grad(x, b):
