@@ -192,7 +192,7 @@ OpCounters tgemm_counters(const FastFrame& w, int64_t n, const uint64_t* row_zer
                           std::vector<uint64_t> class_zero_hits, const std::vector<uint8_t>& overflow,
                           uint64_t act_bytes) {
   const int tiles = w.tiles();
-  const int64_t rows = w.rows(), cols = w.cols(), classes = w.lane_classes();
+  const int64_t rows = w.rows(), cols = w.cols(), classes = static_cast<int64_t>(w.class_rows().size());
   const int64_t passes = lane_major_passes(rows, tiles);
   OpCounters c(tiles);
   const uint64_t steps = static_cast<uint64_t>(passes) * static_cast<uint64_t>(n);

@@ -144,6 +144,16 @@ TEST(FastFrame, SlotColumnNonzerosCountEachLaneClassPerChunk) {
   ASSERT_EQ(counts.size(), expected.size());
   for (size_t i = 0; i < counts.size(); ++i) ASSERT_EQ(counts[i], expected[i]) << "slot " << i / f.padded_cols();
 
+  // Full counts: every weight nonzero, 255 rows per class in the first
+  // chunk (the most a byte holds), 1 in the second.
+  const int64_t full_rows = 255 * 15 + 15;
+  std::vector<int8_t> ones(static_cast<size_t>(full_rows * 3), -1);
+  auto full = FastFrame::from_trits(ones.data(), full_rows, 3, 1);
+  ASSERT_EQ(full.slots(), 30);
+  for (int64_t slot = 0; slot < 30; ++slot)
+    for (int64_t d = 0; d < 3; ++d)
+      EXPECT_EQ(full.slot_column_nonzeros()[static_cast<size_t>(slot * full.padded_cols() + d)], slot < 15 ? 255 : 1);
+
   auto w2 = random_weights(480, 10, 0.3, rng);
   EXPECT_EQ(FastFrame::from_trits(w2.data(), 480, 10, 1).slots(), 15);  // 480 = 32 * 15
   EXPECT_EQ(FastFrame::from_trits(w2.data(), 479, 10, 1).slots(), 0);
