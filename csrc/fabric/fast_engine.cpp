@@ -186,13 +186,13 @@ class ZeroPlan {
 // (lane k % 15 of tile k / 15): active_cycles += rows(k) * N * K, MACs(k) =
 // N * nnz(k) - zero hits(k), skips += active_cycles - MACs(k). Work per
 // call in classes, not rows (this runs on the caller, serially, after every
-// call): rows(k) and nnz(k) are the frame's; the zero hits come per class
+// call): nnz(k) is the frame's; the zero hits come per class
 // (class_zero_hits, ZeroPlan) and/or per row (row_zero_hits, or nullptr).
 OpCounters tgemm_counters(const FastFrame& w, int64_t n, const uint64_t* row_zero_hits,
                           std::vector<uint64_t> class_zero_hits, const std::vector<uint8_t>& overflow,
                           uint64_t act_bytes) {
   const int tiles = w.tiles();
-  const int64_t rows = w.rows(), cols = w.cols(), classes = static_cast<int64_t>(w.class_rows().size());
+  const int64_t rows = w.rows(), cols = w.cols(), classes = static_cast<int64_t>(w.class_nonzeros().size());
   const int64_t passes = lane_major_passes(rows, tiles);
   OpCounters c(tiles);
   const uint64_t steps = static_cast<uint64_t>(passes) * static_cast<uint64_t>(n);
@@ -213,7 +213,8 @@ OpCounters tgemm_counters(const FastFrame& w, int64_t n, const uint64_t* row_zer
   for (int64_t k = 0; k < classes; ++k) {
     const size_t i = static_cast<size_t>(k);
     const uint64_t macs = static_cast<uint64_t>(n) * w.class_nonzeros()[i] - class_zero_hits[i];
-    const uint64_t active = per_row * w.class_rows()[i];
+    const int64_t class_rows = rows / classes + (k < rows % classes);
+    const uint64_t active = per_row * static_cast<uint64_t>(class_rows);
     c.tiles[k / kLanesPerTile].active_cycles[k % kLanesPerTile] += active;
     c.tiles[k / kLanesPerTile].skips[k % kLanesPerTile] += active - macs;
     utilization += macs;

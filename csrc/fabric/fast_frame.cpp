@@ -35,7 +35,6 @@ FastFrame FastFrame::from_trits(const int8_t* trits, int64_t rows, int64_t cols,
   const int64_t chunk_rows = 255 * f.lane_classes();
   const int64_t slots = (rows + chunk_rows - 1) / chunk_rows * f.lane_classes();
   if (32 * slots <= rows) f.slot_nnz_.assign(static_cast<size_t>(slots * f.padded_cols_), 0);
-  f.class_rows_.assign(static_cast<size_t>(f.lane_classes()), 0);
   f.class_nnz_.assign(static_cast<size_t>(f.lane_classes()), 0);
   for (int64_t r = 0; r < rows; ++r) {
     const int8_t* src = trits + r * cols;
@@ -66,7 +65,6 @@ FastFrame FastFrame::from_trits(const int8_t* trits, int64_t rows, int64_t cols,
       }
     }
     f.nnz_[static_cast<size_t>(r)] = nnz;
-    f.class_rows_[static_cast<size_t>(r % f.lane_classes())] += 1;
     f.class_nnz_[static_cast<size_t>(r % f.lane_classes())] += nnz;
   }
   return f;

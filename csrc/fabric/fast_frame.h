@@ -67,8 +67,8 @@ class FastFrame {
   int64_t slots() const { return slot_nnz_.empty() ? 0 : static_cast<int64_t>(slot_nnz_.size()) / padded_cols_; }
   int64_t lane_classes() const { return int64_t{kLanesPerTile} * tiles_; }
   int64_t slot_of(int64_t r) const { return r / (255 * lane_classes()) * lane_classes() + r % lane_classes(); }
-  // Per lane class k: how many rows it has, and their nonzero weights.
-  const std::vector<uint64_t>& class_rows() const { return class_rows_; }
+  // Per lane class k: the nonzero weights of its rows (empty for a
+  // default-constructed frame).
   const std::vector<uint64_t>& class_nonzeros() const { return class_nnz_; }
   size_t bytes() const { return buffer_.size(); }
 
@@ -83,7 +83,7 @@ class FastFrame {
   FrameBuffer buffer_;
   std::vector<uint32_t> nnz_;
   std::vector<uint8_t> slot_nnz_;
-  std::vector<uint64_t> class_rows_, class_nnz_;
+  std::vector<uint64_t> class_nnz_;
   int64_t rows_ = 0, cols_ = 0, padded_cols_ = 0;
   int tiles_ = 1;
 };
