@@ -40,7 +40,10 @@ def engine_isa_of_this_cpu():
     csrc/fabric/cpu_features.h (cpuinfo spells avx512vnni "avx512_vnni")."""
     flags = set(re.search(r"^flags\s*:(.*)$", pathlib.Path("/proc/cpuinfo").read_text(),
                           re.MULTILINE).group(1).split())
-    if {"avx2", "fma", "avx512f", "avx512bw", "avx512vl", "avx512_vnni", "avx512vbmi"} <= flags:
+    avx512 = {"avx2", "fma", "avx512f", "avx512bw", "avx512vl", "avx512_vnni", "avx512vbmi"}
+    if avx512 | {"amx_tile", "amx_int8", "gfni"} <= flags:
+        return "amx"
+    if avx512 <= flags:
         return "avx512"
     return "avx2" if {"avx2", "fma"} <= flags else "scalar"
 

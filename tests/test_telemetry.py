@@ -132,7 +132,7 @@ def test_config_reports_the_model():
     c = fabric.config()
     assert (c["tiles"], c["lanes_per_tile"], c["clock_mhz"], c["num_fabrics"]) == (4, 15, 250, 2)
     assert c["pool_bytes"] == 1 << 30
-    assert c["engine_isa"] in ("scalar", "avx2", "avx512")
+    assert c["engine_isa"] in ("scalar", "avx2", "avx512", "amx")
     assert c["thread_pool"] == "shared"
 
 

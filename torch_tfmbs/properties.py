@@ -29,7 +29,7 @@ class _TfmbsDeviceProperties:
     tiles: int  # TFMBS_TILES
     lanes_per_tile: int
     clock_mhz: int  # the cycle model's clock (TFMBS_CLOCK_MHZ); CUDA's clock_rate is in kHz
-    engine_isa: str  # SIMD level the fast engine runs on this host: "scalar", "avx2", "avx512"
+    engine_isa: str  # SIMD level the fast engine runs on this host: "scalar", "avx2", "avx512", "amx"
 
 
 def get_device_properties(device=None):

@@ -1,12 +1,21 @@
 // The run-time check of the SIMD levels. The feature lists come from the
-// build (TFMBS_AVX2_FEATURES / TFMBS_AVX512_FEATURES, csrc/fabric/
-// CMakeLists.txt), the same lists the levels' files are compiled with.
+// build (TFMBS_AVX2_FEATURES / TFMBS_AVX512_FEATURES / TFMBS_AMX_FEATURES,
+// csrc/fabric/CMakeLists.txt), the same lists the levels' files are
+// compiled with.
 #include "fabric/cpu_features.h"
 
 #include <string_view>
 
-#if !defined(TFMBS_AVX2_FEATURES) || !defined(TFMBS_AVX512_FEATURES)
-#error "cpu_features.cpp needs TFMBS_AVX2_FEATURES and TFMBS_AVX512_FEATURES from csrc/fabric/CMakeLists.txt"
+#if defined(__x86_64__) || defined(__i386__)
+#include <cpuid.h>
+#endif
+#if defined(__linux__) && defined(__x86_64__)
+#include <sys/syscall.h>
+#include <unistd.h>
+#endif
+
+#if !defined(TFMBS_AVX2_FEATURES) || !defined(TFMBS_AVX512_FEATURES) || !defined(TFMBS_AMX_FEATURES)
+#error "cpu_features.cpp needs TFMBS_AVX2_FEATURES, TFMBS_AVX512_FEATURES and TFMBS_AMX_FEATURES from csrc/fabric/CMakeLists.txt"
 #endif
 
 namespace tfmbs::fabric {
@@ -14,6 +23,7 @@ namespace {
 
 constexpr const char* kAvx2Features = TFMBS_AVX2_FEATURES;
 constexpr const char* kAvx512Features = TFMBS_AVX512_FEATURES;
+constexpr const char* kAmxFeatures = TFMBS_AMX_FEATURES;
 
 // Every feature name the lists may hold (a new name needs an entry here:
 // the static_asserts below say so). __builtin_cpu_supports takes only a
@@ -24,6 +34,31 @@ struct Feature {
 };
 
 #if defined(__x86_64__) || defined(__i386__)
+// AMX, by CPUID leaf 7 (EDX bit 24: AMX-TILE, bit 25: AMX-INT8), as not
+// every compiler's __builtin_cpu_supports knows it (clang 14 does not). The
+// tile state must also be enabled in XCR0 (bits 17, 18) and, on Linux,
+// granted to the process (arch_prctl ARCH_REQ_XCOMP_PERM): the kernel
+// enables the large tile state per process, on request, and kills one that
+// uses a tile instruction without it. Asked once, for the whole process,
+// when the level is probed.
+bool amx_present(unsigned edx_bit) {
+  unsigned eax = 0, ebx = 0, ecx = 0, edx = 0;
+  if (__get_cpuid_count(7, 0, &eax, &ebx, &ecx, &edx) == 0 || (edx >> edx_bit & 1u) == 0) return false;
+  if (__get_cpuid(1, &eax, &ebx, &ecx, &edx) == 0 || (ecx >> 27 & 1u) == 0) return false;  // OSXSAVE
+  unsigned xcr0_lo = 0, xcr0_hi = 0;
+  __asm__("xgetbv" : "=a"(xcr0_lo), "=d"(xcr0_hi) : "c"(0));
+  if ((xcr0_lo & (3u << 17)) != (3u << 17)) return false;
+#if defined(__linux__) && defined(__x86_64__)
+  static const bool granted = [] {
+    constexpr long kArchReqXcompPerm = 0x1023;
+    constexpr long kXfeatureXtiledata = 18;
+    return syscall(SYS_arch_prctl, kArchReqXcompPerm, kXfeatureXtiledata) == 0;
+  }();
+  return granted;
+#else
+  return false;
+#endif
+}
 #define TFMBS_FEATURE(name) Feature{name, [] { return __builtin_cpu_supports(name) != 0; }}
 #else
 #define TFMBS_FEATURE(name) Feature{name, [] { return false; }}
@@ -34,6 +69,14 @@ constexpr Feature kFeatures[] = {
     TFMBS_FEATURE("avx512f"),  TFMBS_FEATURE("avx512bw"),
     TFMBS_FEATURE("avx512vl"), TFMBS_FEATURE("avx512vnni"),
     TFMBS_FEATURE("avx512vbmi"),
+    TFMBS_FEATURE("gfni"),
+#if defined(__x86_64__) || defined(__i386__)
+    Feature{"amx-tile", [] { return amx_present(24); }},
+    Feature{"amx-int8", [] { return amx_present(25); }},
+#else
+    Feature{"amx-tile", [] { return false; }},
+    Feature{"amx-int8", [] { return false; }},
+#endif
 };
 #undef TFMBS_FEATURE
 
@@ -62,6 +105,7 @@ constexpr bool all_known(std::string_view list) {
 // A name without an entry above could not be checked: fail the build.
 static_assert(all_known(kAvx2Features), "TFMBS_AVX2_FEATURES names a feature cpu_features.cpp cannot check");
 static_assert(all_known(kAvx512Features), "TFMBS_AVX512_FEATURES names a feature cpu_features.cpp cannot check");
+static_assert(all_known(kAmxFeatures), "TFMBS_AMX_FEATURES names a feature cpu_features.cpp cannot check");
 
 [[maybe_unused]] bool list_present(std::string_view list) {
   return all_of_list(list, [](std::string_view n) { return find_feature(n)->present(); });
@@ -76,6 +120,7 @@ unsigned probe() {
   __builtin_cpu_init();
   if (list_present(kAvx2Features)) mask |= 1u << static_cast<unsigned>(Isa::Avx2);
   if (list_present(kAvx512Features)) mask |= 1u << static_cast<unsigned>(Isa::Avx512);
+  if (list_present(kAmxFeatures)) mask |= 1u << static_cast<unsigned>(Isa::Amx);
 #endif
   return mask;
 }
@@ -85,7 +130,7 @@ unsigned supported_mask() {
   return mask;
 }
 
-constexpr Isa kAllIsas[] = {Isa::Scalar, Isa::Avx2, Isa::Avx512};
+constexpr Isa kAllIsas[] = {Isa::Scalar, Isa::Avx2, Isa::Avx512, Isa::Amx};
 
 }  // namespace
 
@@ -94,6 +139,7 @@ const char* isa_name(Isa isa) {
     case Isa::Scalar: return "scalar";
     case Isa::Avx2: return "avx2";
     case Isa::Avx512: return "avx512";
+    case Isa::Amx: return "amx";
   }
   return "unknown";
 }
@@ -103,6 +149,7 @@ const char* isa_features(Isa isa) {
     case Isa::Scalar: return "";
     case Isa::Avx2: return kAvx2Features;
     case Isa::Avx512: return kAvx512Features;
+    case Isa::Amx: return kAmxFeatures;
   }
   return "";
 }

@@ -7,8 +7,8 @@
 // file (not only in the intrinsics written there), so a flag the check does
 // not ask for can kill the process on a CPU without that feature.
 //
-// The lists are defined once, as TFMBS_AVX2_FEATURES and
-// TFMBS_AVX512_FEATURES in csrc/fabric/CMakeLists.txt; CMake turns each
+// The lists are defined once, as TFMBS_AVX2_FEATURES, TFMBS_AVX512_FEATURES
+// and TFMBS_AMX_FEATURES in csrc/fabric/CMakeLists.txt; CMake turns each
 // name into the flag -m<name> for the level's files and hands the lists to
 // cpu_features.cpp, which checks each name with __builtin_cpu_supports (so
 // the check cannot drift from the flags). They are, and why:
@@ -31,6 +31,15 @@
 //             avx512vnni: vpdpbusd (fast_engine_avx512.cpp);
 //             avx512vbmi: the PT-5 codec's byte permutes (vpermb, vpermt2b
 //                   in pt5_codec_avx512.cpp).
+//   Amx     Avx512's list, amx-tile amx-int8 gfni
+//             amx-tile, amx-int8: the tile registers and tdpbusd of the
+//                   fast engine's batched int8 kernel (fast_engine_amx.cpp);
+//                   the check also asks Linux for the tile state
+//                   (arch_prctl ARCH_REQ_XCOMP_PERM), which a process must
+//                   hold before its first tile instruction;
+//             gfni: that kernel's one-instruction 2-bit field extraction
+//                   (vgf2p8affineqb). Every CPU with AMX has it.
+//           Everything else runs the Avx512 kernels at this level.
 //
 // No file uses BMI2 (pdep/pext), POPCNT, AVX512DQ or AVX512VPOPCNTDQ
 // instructions, so no level asks for them or enables them. The flags do
@@ -44,7 +53,8 @@
 // with AVX-512 but without VNNI or VBMI runs Avx2: Skylake-SP/X, Cascade
 // Lake and Cooper Lake (no VBMI), Cannon Lake (no VNNI), Knights Landing
 // and Knights Mill (no BW/VL). Ice Lake, Tiger Lake, Rocket Lake, Sapphire
-// Rapids and later Xeons, and AMD Zen 4 and Zen 5 run Avx512.
+// Rapids and later Xeons, and AMD Zen 4 and Zen 5 run Avx512; Sapphire
+// Rapids and later Xeons run Amx.
 #pragma once
 
 #include <cstdint>
@@ -52,9 +62,9 @@
 
 namespace tfmbs::fabric {
 
-enum class Isa : uint8_t { Scalar = 0, Avx2 = 1, Avx512 = 2 };
+enum class Isa : uint8_t { Scalar = 0, Avx2 = 1, Avx512 = 2, Amx = 3 };
 
-// "scalar", "avx2", "avx512".
+// "scalar", "avx2", "avx512", "amx".
 const char* isa_name(Isa isa);
 // The features the level's check asks for, space-separated as listed above
 // ("" for Scalar).
@@ -64,8 +74,8 @@ const char* isa_features(Isa isa);
 bool cpu_supports(Isa isa);
 // The highest supported level (computed once).
 Isa best_isa();
-// Every level this CPU runs, lowest first: Scalar, then Avx2, Avx512 if
-// supported.
+// Every level this CPU runs, lowest first: Scalar, then Avx2, Avx512, Amx
+// if supported.
 std::vector<Isa> supported_isas();
 
 }  // namespace tfmbs::fabric

@@ -36,6 +36,7 @@ using Fp32Fn = void (*)(const Fp32Job&, int64_t, int64_t);
 
 Int8Fn int8_kernel(Isa isa) {
   switch (isa) {
+    case Isa::Amx: return fast_detail::int8_rows_amx;
     case Isa::Avx512: return fast_detail::int8_rows_avx512;
     case Isa::Avx2: return fast_detail::int8_rows_avx2;
     case Isa::Scalar: break;
@@ -45,6 +46,7 @@ Int8Fn int8_kernel(Isa isa) {
 
 ZeroFn zero_kernel(Isa isa) {
   switch (isa) {
+    case Isa::Amx:
     case Isa::Avx512: return fast_detail::zero_hits_avx512;
     case Isa::Avx2: return fast_detail::zero_hits_avx2;
     case Isa::Scalar: break;
@@ -54,6 +56,7 @@ ZeroFn zero_kernel(Isa isa) {
 
 Fp32Fn fp32_kernel(Isa isa) {
   switch (isa) {
+    case Isa::Amx:
     case Isa::Avx512: return fast_detail::fp32_rows_avx512;
     case Isa::Avx2: return fast_detail::fp32_rows_avx2;
     case Isa::Scalar: break;
@@ -76,7 +79,7 @@ class Scratch {
 };
 
 Scratch& scratch(int which) {
-  thread_local Scratch s[3];
+  thread_local Scratch s[4];
   return s[which];
 }
 
@@ -223,13 +226,14 @@ OpCounters tgemm_counters(const FastFrame& w, int64_t n, const uint64_t* row_zer
   return c;
 }
 
-// Rows per task: enough work per task to pay for a wake-up, a multiple of 4,
-// and several tasks per thread so a busy core does not stall the call.
-int64_t rows_per_task(int64_t rows, int64_t work_per_row, int threads) {
+// Rows per task: enough work per task to pay for a wake-up, a multiple of
+// the kernel's row group (4; 32 for the AMX tiles), and several tasks per
+// thread so a busy core does not stall the call.
+int64_t rows_per_task(int64_t rows, int64_t work_per_row, int threads, int64_t group = 4) {
   int64_t chunk = (rows + threads * 8 - 1) / (threads * 8);
   const int64_t min_rows = (int64_t{1} << 18) / std::max<int64_t>(1, work_per_row);
-  chunk = std::max({chunk, min_rows, int64_t{4}});
-  return (chunk + 3) / 4 * 4;
+  chunk = std::max({chunk, min_rows, group});
+  return (chunk + group - 1) / group * group;
 }
 
 }  // namespace
@@ -322,6 +326,11 @@ OpCounters FastEngine::run_int8(const FastFrame& w, const int8_t* x, int64_t n, 
     job.zero_slice_count = static_cast<int64_t>(zero_slices.size());
     job.zero_hits = zero_hits;
   }
+  if (isa_ == Isa::Amx && n >= fast_detail::kAmxMinBatch) {
+    auto* tiles = reinterpret_cast<int8_t*>(scratch(3).get(static_cast<size_t>(fast_detail::amx_activation_bytes(n, kp))));
+    fast_detail::amx_pack_activations(xp, kp, n, kp, tiles);
+    job.x_tiles = tiles;
+  }
   const Int8Fn kernel = int8_kernel(isa_);
 
   auto run_rows = [&](int64_t r0, int64_t r1) {
@@ -350,7 +359,7 @@ OpCounters FastEngine::run_int8(const FastFrame& w, const int8_t* x, int64_t n, 
   };
 
   const int nthreads = threads();
-  const int64_t chunk = rows_per_task(rows, std::max<int64_t>(1, kp * n), nthreads);
+  const int64_t chunk = rows_per_task(rows, std::max<int64_t>(1, kp * n), nthreads, job.x_tiles ? 32 : 4);
   const int64_t tasks = (rows + chunk - 1) / chunk;
   if (nthreads <= 1 || tasks <= 1) {
     run_rows(0, rows);

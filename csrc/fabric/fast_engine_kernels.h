@@ -24,6 +24,9 @@ struct Int8Job : FrameCodes {
   const int8_t* x = nullptr;       // [n][x_stride] activations, zero-padded to blocks*256
   int64_t x_stride = 0;
   const int32_t* x_sum = nullptr;  // [n] sum of each activation row (wrapping)
+  // The AMX kernel's B operand: x laid out by amx_pack_activations, or
+  // nullptr (the AMX kernel then runs the AVX-512 one).
+  const int8_t* x_tiles = nullptr;
   int64_t n = 0;                   // batch rows
   int64_t m = 0;                   // output rows (y's row stride)
   int32_t* y = nullptr;            // [n][m]
@@ -66,11 +69,25 @@ struct Fp32Job : FrameCodes {
   bool all_finite = false;
 };
 
+// The AMX kernel pays off from this many batch rows (below, the AVX-512
+// kernel is faster).
+inline constexpr int64_t kAmxMinBatch = 5;
+// Bytes amx_pack_activations writes for n batch rows of padded_cols.
+inline constexpr int64_t amx_activation_bytes(int64_t n, int64_t padded_cols) {
+  return padded_cols * ((n + 15) / 16) * 16;
+}
+// Lays out x[n][x_stride] (zero-padded to padded_cols, a multiple of 256)
+// as tdpbusd's B tiles: per 64 columns s and 16 batch rows tb, 16 tile
+// rows q of 64 bytes, bytes 4u..4u+3 = x[16tb + u][64s + 4q .. 64s + 4q + 3]
+// (zero past row n), tiles ordered by s then tb. out: 64-byte aligned.
+void amx_pack_activations(const int8_t* x, int64_t x_stride, int64_t n, int64_t padded_cols, int8_t* out);
+
 // Each computes output rows [r0, r1) for all batch rows.
 // int8: y[n][r] = sum_d w[r,d]*x[n,d] mod 2^32.
 void int8_rows_scalar(const Int8Job& job, int64_t r0, int64_t r1);
 void int8_rows_avx2(const Int8Job& job, int64_t r0, int64_t r1);
 void int8_rows_avx512(const Int8Job& job, int64_t r0, int64_t r1);
+void int8_rows_amx(const Int8Job& job, int64_t r0, int64_t r1);
 void zero_hits_scalar(const ZeroCountJob& job, int64_t r0, int64_t r1);
 void zero_hits_avx2(const ZeroCountJob& job, int64_t r0, int64_t r1);
 void zero_hits_avx512(const ZeroCountJob& job, int64_t r0, int64_t r1);

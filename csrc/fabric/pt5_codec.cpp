@@ -69,6 +69,7 @@ void decode_scalar(const uint8_t* packed, size_t n_trits, int8_t* out) {
 
 Codec codec(Isa isa) {
   switch (isa) {
+    case Isa::Amx:
     case Isa::Avx512: return Codec{encode_avx512, decode_avx512};
     case Isa::Avx2: return Codec{encode_avx2, decode_avx2};
     case Isa::Scalar: break;

@@ -25,7 +25,7 @@
 namespace tfmbs::fabric {
 namespace {
 
-constexpr Isa kAllIsas[] = {Isa::Scalar, Isa::Avx2, Isa::Avx512};
+constexpr Isa kAllIsas[] = {Isa::Scalar, Isa::Avx2, Isa::Avx512, Isa::Amx};
 
 // The SIMD levels this CPU runs (the ones compared with Scalar).
 std::vector<Isa> simd_isas() {
@@ -47,7 +47,7 @@ TEST(CpuFeatures, SupportedIsasAreConsistent) {
     // Levels nest: every level up to the best one is supported.
     EXPECT_EQ(cpu_supports(isa), isa <= best_isa()) << isa_name(isa);
   }
-  EXPECT_FALSE(cpu_supports(static_cast<Isa>(3)));
+  EXPECT_FALSE(cpu_supports(static_cast<Isa>(4)));  // no such level
   EXPECT_EQ(supported_isas(), isas);  // cached, stable
   std::string names;
   for (Isa isa : isas) names += std::string(isa_name(isa)) + " ";
@@ -71,15 +71,21 @@ TEST(CpuFeatures, NamesAndFeatureLists) {
   EXPECT_STREQ(isa_name(Isa::Scalar), "scalar");
   EXPECT_STREQ(isa_name(Isa::Avx2), "avx2");
   EXPECT_STREQ(isa_name(Isa::Avx512), "avx512");
+  EXPECT_STREQ(isa_name(Isa::Amx), "amx");
   EXPECT_STREQ(isa_features(Isa::Scalar), "");
-  const auto avx2 = split(isa_features(Isa::Avx2)), avx512 = split(isa_features(Isa::Avx512));
+  const auto avx2 = split(isa_features(Isa::Avx2)), avx512 = split(isa_features(Isa::Avx512)),
+             amx = split(isa_features(Isa::Amx));
   EXPECT_FALSE(avx2.empty());
-  // Avx512 asks for everything Avx2 does (the levels nest) and more.
+  // Each level asks for everything the one below does (the levels nest)
+  // and more.
   for (const std::string& f : avx2)
     EXPECT_NE(std::find(avx512.begin(), avx512.end(), f), avx512.end()) << f;
+  for (const std::string& f : avx512) EXPECT_NE(std::find(amx.begin(), amx.end(), f), amx.end()) << f;
   EXPECT_GT(avx512.size(), avx2.size());
+  EXPECT_GT(amx.size(), avx512.size());
   RecordProperty("avx2_features", isa_features(Isa::Avx2));
   RecordProperty("avx512_features", isa_features(Isa::Avx512));
+  RecordProperty("amx_features", isa_features(Isa::Amx));
 }
 
 std::vector<int8_t> random_trits(std::mt19937& rng, size_t n, double zero_fraction = 1.0 / 3) {

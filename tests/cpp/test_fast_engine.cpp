@@ -163,7 +163,7 @@ TEST(FastFrame, SlotColumnNonzerosCountEachLaneClassPerChunk) {
 TEST(FastEngine, IsaAndOptions) {
   EXPECT_EQ(FastEngineOptions{}.isa, best_isa());
   EXPECT_EQ(FastEngine().isa(), best_isa());
-  for (Isa isa : {Isa::Scalar, Isa::Avx2, Isa::Avx512}) {
+  for (Isa isa : {Isa::Scalar, Isa::Avx2, Isa::Avx512, Isa::Amx}) {
     if (cpu_supports(isa)) {
       EXPECT_EQ(FastEngine(FastEngineOptions{isa, 1, nullptr}).isa(), isa);
     } else {
@@ -518,6 +518,74 @@ TEST(FastEngine, Int8SumsAtTheKernelsInt16BoundsAreExact) {
       ASSERT_EQ(y, y_ref);
       EXPECT_COUNTERS_EQ(c_ref, c);
     }
+  }
+}
+
+// Batches of 5 and more rows take the AMX kernel where the CPU has it: 32
+// weight rows against one or two blocks of 16 batch rows, 16 rows against
+// passes of up to four blocks, the rows left over on AVX-512, fused zero
+// counting for frames without slot counts. Every block count and partial
+// block, row counts around the groups, with and without slot counts (481
+// rows), against the reference, results and counters.
+TEST(FastEngine, Int8BatchedTilesMatchReference) {
+  std::mt19937 rng(4321);
+  const Shape shapes[] = {{33, 300, 1}, {64, 512, 2}, {97, 1000, 4}, {481, 256, 1}};
+  int combo = 0;
+  for (const Shape& s : shapes) {
+    auto w = random_weights(s.rows, s.cols, 0.3, rng);
+    auto lm = LaneMajorFrame::from_trits(w.data(), s.rows, s.cols, s.tiles);
+    auto ff = FastFrame::from_trits(w.data(), s.rows, s.cols, s.tiles);
+    for (int64_t n : {5, 16, 17, 32, 33, 48, 64, 65, 100}) {
+      const double xz = kActZeros[combo++ % 4];
+      auto x = random_int8(n * s.cols, xz, rng);
+      std::vector<int32_t> y_ref(static_cast<size_t>(n * s.rows));
+      OpCounters c_ref = reference::tgemm_int8(lm, x.data(), n, y_ref.data());
+      for (Isa isa : supported_isas()) {
+        for (int threads : {1, 2}) {
+          SCOPED_TRACE(testing::Message() << "M=" << s.rows << " K=" << s.cols << " N=" << n << " xzero=" << xz
+                                          << " isa=" << isa_name(isa) << " threads=" << threads);
+          FastEngine e(FastEngineOptions{isa, threads, &test_pool()});
+          std::vector<int32_t> y(y_ref.size(), 0x5a5a5a5a);
+          OpCounters c = e.tgemm_int8(ff, x.data(), n, y.data());
+          ASSERT_EQ(y, y_ref);
+          EXPECT_COUNTERS_EQ(c_ref, c);
+        }
+      }
+    }
+  }
+}
+
+// The kernels' int32 sums of c * x (c = w + 1 in {0, 1, 2}) wrap inside a
+// row once 254 * K > 2^31 (here on every ISA, and on the AMX tiles at a
+// batch of 5), and the result, sum(c * x) - sum(x), must still be the
+// wrapped sum of w * x.
+TEST(FastEngine, Int8BatchedSumsWrapExactly) {
+  const int64_t M = 32, K = 33027 * 256, n = 5;  // 254 * K > 2^31
+  std::vector<int8_t> w(static_cast<size_t>(M * K), 0);
+  std::vector<int64_t> count(M, 0);  // nonzero weights per row (all +1 but row 1)
+  for (int64_t d = 0; d < K; ++d) {
+    w[d] = 1;
+    w[K + d] = -1;
+    for (int64_t r = 2; r < M; ++r) w[r * K + d] = d % 3 == r % 3 ? 1 : 0;
+  }
+  for (int64_t r = 0; r < M; ++r)
+    for (int64_t d = 0; d < K; ++d) count[r] += w[r * K + d] != 0;
+  auto f = FastFrame::from_trits(w.data(), M, K, 1);
+  w.clear();
+  w.shrink_to_fit();
+  const int8_t value[n] = {127, -128, 127, 1, -1};
+  std::vector<int8_t> x(static_cast<size_t>(n * K));
+  for (int64_t t = 0; t < n; ++t) std::fill(x.begin() + t * K, x.begin() + (t + 1) * K, value[t]);
+  for (Isa isa : supported_isas()) {
+    SCOPED_TRACE(isa_name(isa));
+    FastEngine e(FastEngineOptions{isa, 2, &test_pool()});
+    std::vector<int32_t> y(static_cast<size_t>(n * M), 0x5a5a5a5a);
+    e.tgemm_int8(f, x.data(), n, y.data());
+    for (int64_t t = 0; t < n; ++t)
+      for (int64_t r = 0; r < M; ++r) {
+        const int64_t want = (r == 1 ? -1 : 1) * count[r] * value[t];
+        ASSERT_EQ(y[t * M + r], static_cast<int32_t>(static_cast<uint32_t>(want))) << "t=" << t << " r=" << r;
+      }
   }
 }
 
