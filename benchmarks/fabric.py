@@ -42,7 +42,7 @@ def main():
         [f"{machine['threads']} threads, ISA {machine['isa']}, read bandwidth "
          f"{machine['read_bandwidth_gbs']:.1f} GB/s (measured in the same run)",
          "x vs ...: baseline time / ternary hot time; roofline: PT-5 weight bytes / read bandwidth",
-         "dense int8 / fp32 baselines: AVX-512 (VNNI) kernels" if machine["isa"] == "avx512" else
+         "dense int8 / fp32 baselines: AVX-512 (VNNI) kernels" if machine["isa"] in ("avx512", "amx") else
          "dense int8 / fp32 baselines: plain loops, as this CPU lacks AVX-512 VNNI (the x vs columns "
          "overstate; ternary_linear.md compares with torch's own kernels)",
          f"reference engine 1024x1024 GEMV: {ref['seconds'] * 1e3:.1f} ms, "

@@ -7,7 +7,7 @@
 // (8 frames, ~90 MB of 2-bit codes, > L3), batch 1, per token, against its
 // PT-5 roofline at the measured bandwidth (see the decode stack block).
 // Median of repeats after warm-up.
-// Usage: fabric_bench [--quick] [--threads N] [--decode-only] [--isa scalar|avx2|avx512]
+// Usage: fabric_bench [--quick] [--threads N] [--decode-only] [--isa scalar|avx2|avx512|amx]
 #include <immintrin.h>
 
 #include <algorithm>
@@ -172,7 +172,7 @@ int main(int argc, char** argv) {
     else if (!std::strcmp(argv[i], "--decode-only")) decode_only = true;
     else if (!std::strcmp(argv[i], "--isa") && i + 1 < argc) {
       const std::string name = argv[++i];
-      isa = name == "scalar" ? Isa::Scalar : name == "avx2" ? Isa::Avx2 : Isa::Avx512;
+      isa = name == "scalar" ? Isa::Scalar : name == "avx2" ? Isa::Avx2 : name == "avx512" ? Isa::Avx512 : Isa::Amx;
       if (name != isa_name(isa) || !cpu_supports(isa)) {
         std::fprintf(stderr, "fabric_bench: --isa %s is unknown or not supported by this CPU\n", name.c_str());
         return 2;
