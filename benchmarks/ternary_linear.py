@@ -103,6 +103,8 @@ def shape_rows(bandwidth):
         fp_weights = [torch.randn(out_f, in_f) * 0.02 for _ in range(n_fp)]
         int8_paths = int8_candidates(fp_weights[: max(2, -(-COLD_BYTES // (out_f * in_f)))])
         tern = [ternary_module(out_f, in_f, s) for s in range(n_t)]
+        # As many bytes as a resident frame, read by torch.sum (2 threads).
+        frame_reads = [lambda _, t=torch.ones(out_f * in_f // 16): t.sum() for _ in range(n_t)]
         for batch in BATCHES:
             x = torch.randn(batch, in_f)
             xb, xd = x.to(torch.bfloat16), x.to("tfmbs")
@@ -120,6 +122,7 @@ def shape_rows(bandwidth):
                         int8[name] = time_rotating(fns[:k], xb if bf16 else x, reps, op)
                     best = min(int8, key=int8.get)
                     tf = time_rotating(tern[:k], xd, reps, op)
+                    read = time_rotating(frame_reads[:k], None, reps, op)
                 roof = pt5_bytes / bandwidth
                 goal = GOALS_4096.get((batch, cond)) if (out_f, in_f) == (4096, 4096) else None
                 if goal is None and batch == 64:
@@ -129,6 +132,7 @@ def shape_rows(bandwidth):
                     "fp32 ms": fp * 1e3, "int8 ms": int8[best] * 1e3, "int8 kernel": best,
                     "tfmbs ms": tf * 1e3, "fp32 / tfmbs": fp / tf, "int8 / tfmbs": int8[best] / tf,
                     "roofline ms": roof * 1e3, "tfmbs / roofline": tf / roof,
+                    "frame read ms": read * 1e3, "tfmbs / frame read": tf / read,
                     "goal ms": goal if goal is not None else "-",
                     "between op ms": between_t * 1e3 if op else "-",
                 })
@@ -157,8 +161,8 @@ def decode_stack_rows(bandwidth):
     return [{"weights (out x in)": "decode stack 8 x (4096->11008->4096)", "batch": 1, "cond": "per token",
              "fp32 ms": t_fp * 1e3, "int8 ms": t_q * 1e3, "int8 kernel": "dynamic x86",
              "tfmbs ms": t_t * 1e3, "fp32 / tfmbs": t_fp / t_t, "int8 / tfmbs": t_q / t_t,
-             "roofline ms": roof * 1e3, "tfmbs / roofline": t_t / roof, "goal ms": 1.5 * roof * 1e3,
-             "between op ms": "-"}]
+             "roofline ms": roof * 1e3, "tfmbs / roofline": t_t / roof, "frame read ms": "-",
+             "tfmbs / frame read": "-", "goal ms": 1.5 * roof * 1e3, "between op ms": "-"}]
 
 
 def main():
@@ -172,6 +176,8 @@ def main():
         [f"memory read bandwidth measured in this run: {bw / 1e9:.1f} GB/s (torch.sum over 1 GiB)",
          "roofline = PT-5 weight bytes (1.6 bits/weight) / that bandwidth; the fast engine's resident "
          "frame is 2 bits/weight, so its own floor is 1.25x the roofline",
+         "frame read = torch.sum over as many bytes as the 2-bit frame (rotating copies as tfmbs's frames, "
+         "same condition): what reading the frame alone costs there, e.g. cold, at one call's size",
          "tfmbs = TFMBSLinear module call (int8 activations, PT-5 packing), output left on the device",
          "int8 = the faster of quantize_dynamic Linear (x86 engine, fp32 in/out) and "
          "torch._weight_int8pack_mm (bf16 activations)",
