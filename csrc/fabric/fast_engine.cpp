@@ -227,7 +227,7 @@ OpCounters tgemm_counters(const FastFrame& w, int64_t n, const uint64_t* row_zer
 }
 
 // Rows per task: enough work per task to pay for a wake-up, a multiple of
-// the kernel's row group (4; 32 for the AMX tiles), and several tasks per
+// the kernel's row group (4; kAmxRowGroup for the AMX tiles), and several tasks per
 // thread so a busy core does not stall the call.
 int64_t rows_per_task(int64_t rows, int64_t work_per_row, int threads, int64_t group = 4) {
   int64_t chunk = (rows + threads * 8 - 1) / (threads * 8);
@@ -359,7 +359,8 @@ OpCounters FastEngine::run_int8(const FastFrame& w, const int8_t* x, int64_t n, 
   };
 
   const int nthreads = threads();
-  const int64_t chunk = rows_per_task(rows, std::max<int64_t>(1, kp * n), nthreads, job.x_tiles ? 32 : 4);
+  const int64_t chunk = rows_per_task(rows, std::max<int64_t>(1, kp * n), nthreads,
+                                      job.x_tiles ? fast_detail::kAmxRowGroup : 4);
   const int64_t tasks = (rows + chunk - 1) / chunk;
   if (nthreads <= 1 || tasks <= 1) {
     run_rows(0, rows);

@@ -192,7 +192,8 @@ void int8_rows_amx(const Int8Job& j, int64_t r0, int64_t r1) {
   const int64_t batch_blocks = (j.n + kTileRows - 1) / kTileRows;
   // Up to two batch blocks: 32 weight rows a group; more: 16 rows against
   // up to 4 blocks at a time.
-  const int64_t group_rows = batch_blocks <= 2 ? 2 * kTileRows : kTileRows;
+  static_assert(kAmxRowGroup == 2 * kTileRows, "the engine's tasks are whole groups of 32 rows");
+  const int64_t group_rows = batch_blocks <= 2 ? kAmxRowGroup : kTileRows;
   int64_t r = r0;
   for (; r + group_rows <= r1; r += group_rows) {
     if (batch_blocks == 1) {

@@ -72,6 +72,9 @@ struct Fp32Job : FrameCodes {
 // The AMX kernel pays off from this many batch rows (below, the AVX-512
 // kernel is faster).
 inline constexpr int64_t kAmxMinBatch = 5;
+// Weight rows the AMX kernel takes at a time at most (rows past a whole
+// group run the AVX-512 kernel), so the engine hands out multiples of it.
+inline constexpr int64_t kAmxRowGroup = 32;
 // Bytes amx_pack_activations writes for n batch rows of padded_cols.
 inline constexpr int64_t amx_activation_bytes(int64_t n, int64_t padded_cols) {
   return padded_cols * ((n + 15) / 16) * 16;
