@@ -121,7 +121,7 @@ class ZeroPlan {
       if (columns.empty()) return;
       class_hits_.assign(static_cast<size_t>(w.lane_classes()), 0);
       for (int64_t slot = 0; slot < w.slots(); ++slot) {
-        const uint8_t* counts = w.slot_column_nonzeros().data() + slot * kp_;
+        const uint8_t* counts = w.slot_column_nonzeros() + slot * kp_;
         uint64_t hits = 0;
         for (const auto& [d, z] : columns) hits += z * counts[d];
         class_hits_[static_cast<size_t>(slot % w.lane_classes())] += hits;

@@ -19,7 +19,6 @@ FastFrame FastFrame::from_trits(const int8_t* trits, int64_t rows, int64_t cols,
   f.cols_ = cols;
   f.tiles_ = tiles;
   f.padded_cols_ = (cols + kFastBlockCols - 1) / kFastBlockCols * kFastBlockCols;
-  f.buffer_ = FrameBuffer(static_cast<size_t>(rows) * f.row_bytes(), pool);
   f.nnz_.assign(static_cast<size_t>(rows), 0);
   // Validate first (so the error names the first bad element), then pack
   // 4 codes per byte without per-element checks.
@@ -34,15 +33,19 @@ FastFrame FastFrame::from_trits(const int8_t* trits, int64_t rows, int64_t cols,
   const int64_t blocks = f.blocks_per_row();
   const int64_t chunk_rows = 255 * f.lane_classes();
   const int64_t slots = (rows + chunk_rows - 1) / chunk_rows * f.lane_classes();
-  if (32 * slots <= rows) f.slot_nnz_.assign(static_cast<size_t>(slots * f.padded_cols_), 0);
+  f.slots_ = 32 * slots <= rows ? slots : 0;
+  // The slot table follows the codes in the same block, so the pool counts
+  // it with the frame.
+  f.codes_bytes_ = static_cast<size_t>(rows) * f.row_bytes();
+  f.buffer_ = FrameBuffer(f.codes_bytes_ + static_cast<size_t>(f.slots_ * f.padded_cols_), pool);
   f.class_nnz_.assign(static_cast<size_t>(f.lane_classes()), 0);
   for (int64_t r = 0; r < rows; ++r) {
     const int8_t* src = trits + r * cols;
     uint8_t* row = f.buffer_.data() + r * f.row_bytes();
     uint32_t nnz = 0;
     for (int64_t d = 0; d < cols; ++d) nnz += src[d] != 0;
-    if (!f.slot_nnz_.empty()) {
-      uint8_t* counts = f.slot_nnz_.data() + f.slot_of(r) * f.padded_cols_;
+    if (f.slots_ > 0) {
+      uint8_t* counts = f.buffer_.data() + f.codes_bytes_ + f.slot_of(r) * f.padded_cols_;
       for (int64_t d = 0; d < cols; ++d) counts[d] = static_cast<uint8_t>(counts[d] + (src[d] != 0));
     }
     for (int64_t b = 0; b < blocks; ++b) {

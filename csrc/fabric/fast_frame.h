@@ -62,14 +62,15 @@ class FastFrame {
   const uint8_t* codes() const { return buffer_.data(); }
   const uint8_t* row_codes(int64_t r) const { return buffer_.data() + r * row_bytes(); }
   const std::vector<uint32_t>& row_nonzeros() const { return nnz_; }
-  // [slots][padded_cols], or empty (see above); row r is in slot_of(r).
-  const std::vector<uint8_t>& slot_column_nonzeros() const { return slot_nnz_; }
-  int64_t slots() const { return slot_nnz_.empty() ? 0 : static_cast<int64_t>(slot_nnz_.size()) / padded_cols_; }
+  // [slots][padded_cols], or nullptr (see above); row r is in slot_of(r).
+  const uint8_t* slot_column_nonzeros() const { return slots_ > 0 ? buffer_.data() + codes_bytes_ : nullptr; }
+  int64_t slots() const { return slots_; }
   int64_t lane_classes() const { return int64_t{kLanesPerTile} * tiles_; }
   int64_t slot_of(int64_t r) const { return r / (255 * lane_classes()) * lane_classes() + r % lane_classes(); }
   // Per lane class k: the nonzero weights of its rows (empty for a
   // default-constructed frame).
   const std::vector<uint64_t>& class_nonzeros() const { return class_nnz_; }
+  // The codes and the slot table.
   size_t bytes() const { return buffer_.size(); }
 
   // The weight at (r, d), decoded from the codes.
@@ -82,9 +83,9 @@ class FastFrame {
  private:
   FrameBuffer buffer_;
   std::vector<uint32_t> nnz_;
-  std::vector<uint8_t> slot_nnz_;
   std::vector<uint64_t> class_nnz_;
-  int64_t rows_ = 0, cols_ = 0, padded_cols_ = 0;
+  size_t codes_bytes_ = 0;
+  int64_t rows_ = 0, cols_ = 0, padded_cols_ = 0, slots_ = 0;
   int tiles_ = 1;
 };
 

@@ -140,9 +140,11 @@ TEST(FastFrame, SlotColumnNonzerosCountEachLaneClassPerChunk) {
     EXPECT_EQ(f.slot_of(r), slot);
     for (int64_t d = 0; d < K; ++d) expected[static_cast<size_t>(slot * f.padded_cols() + d)] += w[r * K + d] != 0;
   }
-  const auto& counts = f.slot_column_nonzeros();
-  ASSERT_EQ(counts.size(), expected.size());
-  for (size_t i = 0; i < counts.size(); ++i) ASSERT_EQ(counts[i], expected[i]) << "slot " << i / f.padded_cols();
+  const uint8_t* counts = f.slot_column_nonzeros();
+  ASSERT_NE(counts, nullptr);
+  for (size_t i = 0; i < expected.size(); ++i) ASSERT_EQ(counts[i], expected[i]) << "slot " << i / f.padded_cols();
+  // The table is part of the frame's memory (the pool counts it).
+  EXPECT_EQ(f.bytes(), static_cast<size_t>(M) * f.row_bytes() + expected.size());
 
   // Full counts: every weight nonzero, 255 rows per class in the first
   // chunk (the most a byte holds), 1 in the second.
@@ -157,7 +159,9 @@ TEST(FastFrame, SlotColumnNonzerosCountEachLaneClassPerChunk) {
   auto w2 = random_weights(480, 10, 0.3, rng);
   EXPECT_EQ(FastFrame::from_trits(w2.data(), 480, 10, 1).slots(), 15);  // 480 = 32 * 15
   EXPECT_EQ(FastFrame::from_trits(w2.data(), 479, 10, 1).slots(), 0);
-  EXPECT_EQ(FastFrame::from_trits(w2.data(), 479, 10, 1).slot_column_nonzeros().size(), 0u);
+  const auto no_table = FastFrame::from_trits(w2.data(), 479, 10, 1);
+  EXPECT_EQ(no_table.slot_column_nonzeros(), nullptr);
+  EXPECT_EQ(no_table.bytes(), 479 * no_table.row_bytes());
 }
 
 TEST(FastEngine, IsaAndOptions) {
