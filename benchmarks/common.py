@@ -46,6 +46,22 @@ def median_seconds_interleaved(fns, repeats=15, warmup=3):
     return [statistics.median(t) for t in times]
 
 
+def last_level_cache_bytes():
+    """The size of the CPU's largest cache as the OS reports it (sysfs), or
+    32 MiB where it does not say."""
+    sizes = []
+    base = "/sys/devices/system/cpu/cpu0/cache"
+    for entry in sorted(os.listdir(base)) if os.path.isdir(base) else []:
+        try:
+            with open(os.path.join(base, entry, "size")) as f:
+                text = f.read().strip()
+        except OSError:
+            continue
+        unit = {"K": 1 << 10, "M": 1 << 20, "G": 1 << 30}.get(text[-1:], 1)
+        sizes.append(int(text.rstrip("KMG")) * unit)
+    return max(sizes, default=32 << 20)
+
+
 def read_bandwidth():
     """Bytes/s of a full-core streaming read (torch.sum over 1 GiB)."""
     import torch  # here: importing this module must not load torch

@@ -22,7 +22,8 @@ def run_json(name, *args):
 
 
 def main():
-    bench = run_json("fabric_bench")
+    cold_bytes = max(96 << 20, 3 * common.last_level_cache_bytes())
+    bench = run_json("fabric_bench", "--cold-bytes", str(cold_bytes))
     machine = bench["machine"]
     rows = []
     for g in bench["gemv_4096x4096"]:
@@ -42,6 +43,8 @@ def main():
         [f"{machine['threads']} threads, ISA {machine['isa']}, read bandwidth "
          f"{machine['read_bandwidth_gbs']:.1f} GB/s (measured in the same run)",
          "x vs ...: baseline time / ternary hot time; roofline: PT-5 weight bytes / read bandwidth",
+         f"cold: rotating over frames totalling {cold_bytes >> 20} MiB (3x this CPU's last-level cache, "
+         f"at least 96 MiB)",
          "dense int8 / fp32 baselines: AVX-512 (VNNI) kernels" if machine["isa"] in ("avx512", "amx") else
          "dense int8 / fp32 baselines: plain loops, as this CPU lacks AVX-512 VNNI (the x vs columns "
          "overstate; ternary_linear.md compares with torch's own kernels)",

@@ -33,7 +33,9 @@ from torch_tfmbs.nn import TFMBSLinear
 QUICK = "--quick" in sys.argv
 SHAPES = [(4096, 4096), (11008, 4096), (4096, 11008)]
 BATCHES = [1, 8, 64]
-COLD_BYTES = 96 << 20  # 3x the 32 MiB L3 of these machines
+LLC_BYTES = common.last_level_cache_bytes()
+# Cold: 3x the last-level cache (at least 96 MiB), so every weight comes from DRAM.
+COLD_BYTES = max(96 << 20, 3 * LLC_BYTES)
 # llama.cpp TQ2_0 (ggml-cpu) on this machine kind, 2 threads, 4096x4096 (issue 6)
 GOALS_4096 = {(1, "hot"): 0.150, (1, "cold"): 0.375, (8, "hot"): 0.650, (8, "cold"): 0.650}
 
@@ -61,17 +63,16 @@ def ternary_module(out_f, in_f, seed):
     return m
 
 
-def int8_candidates(weights):
-    """[(name, [fn(x) per weight])] for torch's int8 linear paths."""
+def int8_candidates(out_f, in_f, count):
+    """[(name, [fn(x) per weight])] for torch's int8 linear paths, each over
+    `count` random weights (made one at a time: only the int8 forms stay)."""
     torch.backends.quantized.engine = "x86"
-    dyn = []
-    for w in weights:
-        lin = nn.Linear(w.shape[1], w.shape[0], bias=False)
+    dyn, packs = [], []
+    for _ in range(count):
+        w = torch.randn(out_f, in_f) * 0.02
+        lin = nn.Linear(in_f, out_f, bias=False)
         lin.weight.data.copy_(w)
-        q = torch.ao.quantization.quantize_dynamic(nn.Sequential(lin), {nn.Linear}, dtype=torch.qint8)
-        dyn.append(q)
-    packs = []
-    for w in weights:
+        dyn.append(torch.ao.quantization.quantize_dynamic(nn.Sequential(lin), {nn.Linear}, dtype=torch.qint8))
         scale = w.abs().amax(dim=1).clamp(min=1e-8) / 127
         wq = (w / scale[:, None]).round().clamp(-127, 127).to(torch.int8)
         packs.append((wq, scale.to(torch.bfloat16)))
@@ -101,7 +102,7 @@ def shape_rows(bandwidth):
         n_fp = max(2, -(-COLD_BYTES // fp_bytes))
         n_t = max(2, -(-COLD_BYTES // (out_f * in_f // 4)))  # the 2-bit resident frames
         fp_weights = [torch.randn(out_f, in_f) * 0.02 for _ in range(n_fp)]
-        int8_paths = int8_candidates(fp_weights[: max(2, -(-COLD_BYTES // (out_f * in_f)))])
+        int8_paths = int8_candidates(out_f, in_f, max(2, -(-COLD_BYTES // (out_f * in_f))))
         tern = [ternary_module(out_f, in_f, s) for s in range(n_t)]
         # As many bytes as a resident frame, read by torch.sum (2 threads).
         frame_reads = [lambda _, t=torch.ones(out_f * in_f // 16): t.sum() for _ in range(n_t)]
@@ -181,7 +182,8 @@ def main():
          "tfmbs = TFMBSLinear module call (int8 activations, PT-5 packing), output left on the device",
          "int8 = the faster of quantize_dynamic Linear (x86 engine, fp32 in/out) and "
          "torch._weight_int8pack_mm (bf16 activations)",
-         "hot: the same weights every call; cold: rotating over copies totalling >= 96 MiB (L3 is 32 MiB)",
+         f"hot: the same weights every call; cold: each side rotating over copies of its weights totalling "
+         f">= {COLD_BYTES >> 20} MiB (3x this CPU's last-level cache, {LLC_BYTES >> 20} MiB, as the OS reports it)",
          "between ops: cold, and before each timed call (fp32, int8 and tfmbs alike) an untimed fp32 CPU "
          "op of a decode step: residual add + RMSNorm of the batch's 4096-wide activations, then their "
          "queries (32 heads x 128) attend over an 8 MiB fp32 KV cache (256 positions); only the linear "

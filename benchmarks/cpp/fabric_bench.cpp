@@ -3,15 +3,15 @@
 // AVX-512 VNNI / FMA kernels, same thread pool, same thread count), the
 // roofline of reading the packed weights once at the memory bandwidth
 // measured in the same run, and the reference engine's speed. Prints JSON.
-// Also a decode stack (issue 6): 8 layers alternating 4096->11008->4096
-// (8 frames, ~90 MB of 2-bit codes, > L3), batch 1, per token, against its
-// PT-5 roofline at the measured bandwidth (see the decode stack block).
-// Median of repeats after warm-up.
-// Usage: fabric_bench [--quick] [--threads N] [--decode-only] [--isa scalar|avx2|avx512|amx]
+// Median of repeats after warm-up. "Cold" rotates over frames totalling
+// --cold-bytes (default 96 MiB; benchmarks/fabric.py passes 3x the CPU's
+// last-level cache).
+// Usage: fabric_bench [--quick] [--threads N] [--cold-bytes N] [--isa scalar|avx2|avx512|amx]
 #include <immintrin.h>
 
 #include <algorithm>
 #include <chrono>
+#include <cmath>
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
@@ -163,13 +163,14 @@ void parallel_rows(ThreadPool& pool, int threads, int64_t rows, const std::funct
 }  // namespace
 
 int main(int argc, char** argv) {
-  bool quick = false, decode_only = false;
+  bool quick = false;
+  double cold_bytes = 96.0 * (1 << 20);
   Isa isa = best_isa();
   int threads = ThreadPool::hardware_threads();
   for (int i = 1; i < argc; ++i) {
     if (!std::strcmp(argv[i], "--quick")) quick = true;
     else if (!std::strcmp(argv[i], "--threads") && i + 1 < argc) threads = std::atoi(argv[++i]);
-    else if (!std::strcmp(argv[i], "--decode-only")) decode_only = true;
+    else if (!std::strcmp(argv[i], "--cold-bytes") && i + 1 < argc) cold_bytes = std::atof(argv[++i]);
     else if (!std::strcmp(argv[i], "--isa") && i + 1 < argc) {
       const std::string name = argv[++i];
       isa = name == "scalar" ? Isa::Scalar : name == "avx2" ? Isa::Avx2 : name == "avx512" ? Isa::Avx512 : Isa::Amx;
@@ -216,7 +217,7 @@ int main(int argc, char** argv) {
   const double t_load = std::chrono::duration<double>(Clock::now() - load0).count();
   FastEngine engine1(FastEngineOptions{isa, 1, &pool});
   // "cold": enough distinct frames to overflow the last-level cache.
-  const int cold_frames = 24;  // 24 x 4 MiB = 96 MiB > 32 MiB L3
+  const int cold_frames = std::max(2, static_cast<int>(std::ceil(cold_bytes / static_cast<double>(frame.bytes()))));
   std::vector<FastFrame> cold;
   for (int i = 0; i < cold_frames; ++i) cold.push_back(FastFrame::from_trits(trits.data(), M, K, 4));
 
@@ -237,65 +238,6 @@ int main(int argc, char** argv) {
   std::printf("  \"note\": \"indicative: a 2-core VM whose other core may be busy\",\n");
   std::printf("  \"frame_load_4096x4096_ms\": %.2f,\n", t_load * 1e3);
 
-  // Decode stack: per token, 8 GEMVs over 90 MB of codes (engine time only:
-  // the activations between layers are fixed int8 vectors, no
-  // requantization). "decode_stack_ms" runs the same stack every token, as
-  // the issue's benchmark does; the L3 (32 MiB here, a victim cache) still
-  // keeps part of it between tokens. "decode_stack_dram_ms" alternates two
-  // copies of the stack (180 MB), so every token reads all its weights from
-  // DRAM, as a real model much larger than the L3 would.
-  {
-    const int64_t D = 4096, F = 11008;
-    std::vector<int8_t> wt(static_cast<size_t>(D * F));
-    for (auto& t : wt) t = static_cast<int8_t>(static_cast<int>(rng() % 3) - 1);
-    std::vector<FastFrame> stack;
-    double stack_bytes = 0, stack_pt5 = 0;
-    for (int l = 0; l < 16; ++l) {
-      const bool up = l % 2 == 0;  // up: 11008 x 4096 (in 4096); down: 4096 x 11008
-      const int64_t rows = up ? F : D, cols = up ? D : F;
-      stack.push_back(FastFrame::from_trits(wt.data(), rows, cols, 4));
-      if (l < 8) {
-        stack_bytes += static_cast<double>(stack.back().bytes());
-        stack_pt5 += static_cast<double>(rows) * ((cols + 4) / 5);
-      }
-    }
-    std::vector<int8_t> xd(static_cast<size_t>(D)), xf(static_cast<size_t>(F));
-    for (auto& v : xd) v = static_cast<int8_t>(static_cast<int>(rng() % 255) - 127);
-    for (auto& v : xf) v = static_cast<int8_t>(static_cast<int>(rng() % 255) - 127);
-    std::vector<int32_t> y(static_cast<size_t>(F));
-    // Median and best per-token time over `copies` stacks used in turn.
-    auto per_token = [&](int copies, double* best) {
-      int token = 0;
-      auto run = [&] {
-        const size_t c = static_cast<size_t>(token++ % copies) * 8;
-        for (size_t l = 0; l < 8; ++l) engine.tgemm_int8(stack[c + l], l % 2 == 0 ? xd.data() : xf.data(), 1, y.data());
-      };
-      for (int i = 0; i < 2 * copies; ++i) run();
-      std::vector<double> runs;
-      for (int i = 0; i < (quick ? 10 : 32); ++i) {
-        const auto a = Clock::now();
-        run();
-        runs.push_back(std::chrono::duration<double>(Clock::now() - a).count());
-      }
-      std::sort(runs.begin(), runs.end());
-      *best = runs.front();
-      return runs[runs.size() / 2];
-    };
-    double best1 = 0, best2 = 0;
-    const double t1 = per_token(1, &best1), t2 = per_token(2, &best2);
-    const double roof_pt5 = stack_pt5 / (read_gbs * 1e9), roof_2bit = stack_bytes / (read_gbs * 1e9);
-    std::printf(
-        "  \"decode_stack\": {\"layers\": \"8 x (4096->11008->4096), batch 1, int8 activations\", \"codes_mb\": %.1f, \"pt5_mb\": %.1f,\n"
-        "     \"decode_stack_ms\": %.3f, \"decode_stack_best_ms\": %.3f, \"decode_stack_dram_ms\": %.3f, \"decode_stack_dram_best_ms\": %.3f,\n"
-        "     \"roofline_pt5_ms\": %.3f, \"roofline_2bit_ms\": %.3f, \"over_roofline_pt5\": %.2f, \"dram_over_roofline_pt5\": %.2f,\n"
-        "     \"streamed_gbs\": %.1f, \"dram_streamed_gbs\": %.1f},\n",
-        stack_bytes / 1e6, stack_pt5 / 1e6, t1 * 1e3, best1 * 1e3, t2 * 1e3, best2 * 1e3, roof_pt5 * 1e3, roof_2bit * 1e3,
-        t1 / roof_pt5, t2 / roof_pt5, stack_bytes / t1 / 1e9, stack_bytes / t2 / 1e9);
-  }
-  if (decode_only) {
-    std::printf("  \"decode_only\": true\n}\n");
-    return static_cast<int>(sink & 0);
-  }
   std::printf("  \"gemv_4096x4096\": [\n");
   const double packed_2bit = static_cast<double>(frame.bytes());
   const double packed_pt5 = static_cast<double>(M) * ((K + 4) / 5);
