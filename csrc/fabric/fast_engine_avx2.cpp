@@ -38,7 +38,6 @@ inline int32_t hsum(__m256i v) {
 // (batch tile 0 of a row chunk) streams the codes from memory: fetch the
 // lines kPrefetchBytes ahead of the read position in that linear stream.
 inline constexpr int64_t kInt16Blocks = 8;
-inline constexpr int64_t kPrefetchBytes = 16384;
 
 // Keeps an accumulator's update where it is written: left alone, GCC
 // reassociates the chain of adds into a tree over all the block's products,
@@ -97,7 +96,7 @@ inline __attribute__((always_inline)) void int8_tile(const Int8Job& j, int64_t r
       if (prefetch) {
         const uintptr_t ahead = reinterpret_cast<uintptr_t>(j.codes + r0 * j.row_bytes) + kPrefetchBytes;
 #pragma GCC unroll 16
-        for (int r = 0; r < R; ++r) _mm_prefetch(reinterpret_cast<const char*>(ahead + (b * R + r) * 64), _MM_HINT_T0);
+        for (int r = 0; r < R; ++r) _mm_prefetch(reinterpret_cast<const char*>(ahead + (b * R + r) * 64), _MM_HINT_T2);
       }
 #pragma GCC unroll 2
       for (int h = 0; h < 2; ++h) {

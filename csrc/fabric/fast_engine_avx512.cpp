@@ -15,11 +15,6 @@
 namespace tfmbs::fabric::fast_detail {
 namespace {
 
-// How far ahead of the current read the int8 kernel prefetches its codes
-// (a software prefetch never faults, so running past the frame is harmless).
-// It must cover the DRAM latency at one core's streaming rate.
-inline constexpr int64_t kPrefetchBytes = 16384;
-
 // Horizontal sum with wrapping vector adds (GCC's _mm512_reduce_add_epi32
 // ends in signed scalar adds, which are UB when the int32 sum wraps).
 inline uint32_t hsum(__m512i v) {
@@ -69,14 +64,15 @@ inline __attribute__((always_inline)) void int8_tile(const Int8Job& j, int64_t r
     if (prefetch) {
       // The R rows of a tile are contiguous (R * row_bytes) and the rows of
       // a call are walked in order, so the codes are one linear stream:
-      // fetch the R lines that lie kPrefetchBytes past the ones read now.
-      // A far, linear window keeps enough misses in flight for DRAM, where
-      // a short per-row distance mostly re-requests lines the hardware
+      // fetch the R lines that lie kPrefetchBytes past the ones read now
+      // (a prefetch never faults, so running past the frame is harmless).
+      // A linear window keeps enough misses in flight for DRAM, where a
+      // short per-row distance mostly re-requests lines the hardware
       // prefetcher already has.
 #pragma GCC unroll 16
       for (int r = 0; r < R; ++r)
         _mm_prefetch(reinterpret_cast<const char*>(reinterpret_cast<uintptr_t>(rows[0]) + kPrefetchBytes + (b * R + r) * 64),
-                     _MM_HINT_T0);
+                     _MM_HINT_T2);
     }
 #pragma GCC unroll 4
     for (int i = 0; i < 4; ++i) {

@@ -13,6 +13,14 @@ namespace tfmbs::fabric::fast_detail {
 // Batch rows handled together so every decoded weight vector is reused.
 inline constexpr int kBatchTile = 8;
 
+// The int8 kernels' first pass over a call's codes streams them from
+// memory; they prefetch the lines this far ahead of the read position, into
+// L2 (_MM_HINT_T2), and the hardware brings them on to L1. Prefetching
+// into L1 from that far holds the core's few L1 miss buffers for a whole
+// DRAM latency, and demand loads queue behind them; much nearer, the lines
+// arrive late.
+inline constexpr int64_t kPrefetchBytes = 8192;
+
 // Where a kernel reads the weights: a FastFrame's codes and geometry.
 struct FrameCodes {
   const uint8_t* codes = nullptr;  // FastFrame::codes()
