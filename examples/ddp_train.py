@@ -9,6 +9,7 @@ over TCP, so the same script runs across machines (see the README). A
 regression MLP on synthetic data, each rank a DistributedSampler shard; rank
 0 prints the loss, and at the end every rank checks it holds rank 0's weights.
 """
+import gc
 import os
 
 os.environ.setdefault("TFMBS_FALLBACK", "allow")
@@ -58,6 +59,13 @@ def main(epochs=5):
     dist.broadcast(rank0, src=0)
     assert torch.equal(weights, rank0), f"rank {rank}'s weights differ from rank 0's"
     print(f"rank {rank}: {weights.numel()} weights on {device}, equal to rank 0's", flush=True)
+    # DDP's reducer holds the process groups and sits in reference cycles:
+    # left to the interpreter's last collection, Gloo's threads may drop work
+    # there, which needs the GIL, and the process aborts ("terminate called
+    # without an active exception"; torch's Gloo group does it without tfmbs
+    # too). Free it while the interpreter runs.
+    del model, opt
+    gc.collect()
     dist.destroy_process_group()
 
 
