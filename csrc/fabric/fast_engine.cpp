@@ -1,6 +1,7 @@
 #include "fabric/fast_engine.h"
 
 #include <algorithm>
+#include <chrono>
 #include <cmath>
 #include <cstring>
 #include <stdexcept>
@@ -79,7 +80,7 @@ class Scratch {
 };
 
 Scratch& scratch(int which) {
-  thread_local Scratch s[4];
+  thread_local Scratch s[5];
   return s[which];
 }
 
@@ -227,7 +228,8 @@ OpCounters tgemm_counters(const FastFrame& w, int64_t n, const uint64_t* row_zer
 }
 
 // Rows per task: enough work per task to pay for a wake-up, a multiple of
-// the kernel's row group (4; kAmxRowGroup for the AMX tiles), and several tasks per
+// the kernel's row group (4; kAmxRowGroup for the AMX tiles, kPt5BlockRows for
+// the PT-5 rows), and several tasks per
 // thread so a busy core does not stall the call.
 int64_t rows_per_task(int64_t rows, int64_t work_per_row, int threads, int64_t group = 4) {
   int64_t chunk = (rows + threads * 8 - 1) / (threads * 8);
@@ -236,10 +238,54 @@ int64_t rows_per_task(int64_t rows, int64_t work_per_row, int threads, int64_t g
   return (chunk + group - 1) / group * group;
 }
 
+// Batch 1 on frames with PT-5 rows: which kernel runs this call (see
+// FastEngineOptions::Batch1), and the record of how long it took.
+class Batch1Choice {
+ public:
+  Batch1Choice(const FastFrame& w, Isa isa, FastEngineOptions::Batch1 mode, int64_t n) {
+    using Mode = FastEngineOptions::Batch1;
+    if (n != 1 || w.pt5_rows() == nullptr || isa == Isa::Avx2 || mode == Mode::Codes) return;
+    if (mode == Mode::Pt5) {
+      pt5_ = true;
+      return;
+    }
+    timing_ = &w.batch1_timing();
+    const uint32_t call = timing_->calls.fetch_add(1, std::memory_order_relaxed);
+    // Each kernel twice before choosing, then the other one every 16th call,
+    // so that a change of where the frame's bytes are is noticed.
+    probe_ = call < 4 || call % 16 == 0;
+    if (call < 4) {
+      pt5_ = call % 2 == 1;
+    } else {
+      pt5_ = timing_->ns[1].load(std::memory_order_relaxed) < timing_->ns[0].load(std::memory_order_relaxed);
+      if (probe_) pt5_ = !pt5_;
+    }
+  }
+  bool pt5() const { return pt5_; }
+  void start() { start_ = std::chrono::steady_clock::now(); }
+  // After the kernels: a probe's time replaces the kernel's record (it is
+  // the news about the cache), the chosen kernel's goes into a moving
+  // average (races between threads sharing the frame lose an update, which
+  // is harmless).
+  void record() const {
+    if (timing_ == nullptr) return;
+    const auto ns = std::chrono::duration_cast<std::chrono::nanoseconds>(std::chrono::steady_clock::now() - start_).count();
+    const uint32_t now = static_cast<uint32_t>(std::min<int64_t>(ns, UINT32_MAX / 2));
+    std::atomic<uint32_t>& avg = timing_->ns[pt5_ ? 1 : 0];
+    const uint32_t old = avg.load(std::memory_order_relaxed);
+    avg.store(probe_ ? now : old - old / 4 + now / 4, std::memory_order_relaxed);
+  }
+
+ private:
+  bool pt5_ = false, probe_ = false;
+  Batch1Timing* timing_ = nullptr;
+  std::chrono::steady_clock::time_point start_;
+};
+
 }  // namespace
 
 FastEngine::FastEngine(FastEngineOptions options)
-    : isa_(options.isa), threads_(options.threads), pool_(options.pool) {
+    : isa_(options.isa), batch1_(options.batch1), threads_(options.threads), pool_(options.pool) {
   if (!cpu_supports(isa_))
     throw std::invalid_argument(std::string("FastEngine: isa=") + isa_name(isa_) +
                                 " is not supported by this CPU");
@@ -264,12 +310,16 @@ OpCounters FastEngine::run_int8(const FastFrame& w, const int8_t* x, int64_t n, 
                                 uint64_t act_bytes) const {
   const int64_t rows = w.rows(), cols = w.cols(), kp = w.padded_cols();
   const size_t un = static_cast<size_t>(n), ukp = static_cast<size_t>(kp);
-  // Activations, padded to whole blocks, and their per-row facts.
-  int8_t* xp = reinterpret_cast<int8_t*>(scratch(0).get(un * ukp));
+  Batch1Choice batch1(w, isa_, batch1_, n);
+  // Activations, padded to whole blocks (and zeros past them for the PT-5
+  // tables' last pair), and their per-row facts.
+  int8_t* xp = reinterpret_cast<int8_t*>(scratch(0).get(un * ukp + 64));
+  std::memset(xp + un * ukp, 0, 64);
   std::vector<int32_t> x_sum(un);
-  // Without the frame's slot counts, the SIMD kernels count zero hits in
-  // the same pass (see Int8Job); otherwise a ZeroPlan does.
-  const bool fuse_zeros = isa_ != Isa::Scalar && w.slots() == 0 && n <= 255 && n * cols < INT32_MAX;
+  // Without the frame's slot counts, the SIMD codes' kernels count zero hits
+  // in the same pass (see Int8Job); otherwise a ZeroPlan does.
+  const bool fuse_zeros = isa_ != Isa::Scalar && !batch1.pt5() && w.slots() == 0 && n <= 255 &&
+                          n * cols < INT32_MAX;
   uint8_t* zero_counts = fuse_zeros ? scratch(1).get(ukp) : nullptr;
   if (fuse_zeros) std::memset(zero_counts, 0, ukp);
   bool may_overflow = false, any_zero = false;
@@ -332,9 +382,41 @@ OpCounters FastEngine::run_int8(const FastFrame& w, const int8_t* x, int64_t n, 
     job.x_tiles = tiles;
   }
   const Int8Fn kernel = int8_kernel(isa_);
+  batch1.start();
+  fast_detail::Pt5Job pt5_job;
+  uint64_t pt5_call = 0;
+  if (batch1.pt5()) {
+    pt5_job.blocks = w.pt5_rows();
+    pt5_job.block_bytes = w.pt5_block_bytes();
+    pt5_job.pairs = w.pt5_pairs();
+    pt5_job.x_sum = x_sum[0];
+    pt5_job.m = rows;
+    pt5_job.y = y;
+    static std::atomic<uint64_t> pt5_calls{0};
+    pt5_call = pt5_calls.fetch_add(1, std::memory_order_relaxed) + 1;
+  }
+  const bool scalar = isa_ == Isa::Scalar;
+  const auto pt5_tables = scalar ? fast_detail::pt5_tables_scalar : fast_detail::pt5_tables_avx512;
+  const auto pt5_kernel = scalar ? fast_detail::pt5_rows_scalar : fast_detail::pt5_rows_avx512;
+  // Each thread builds the tables it reads, once per call, in its own
+  // scratch: built by another thread, they would come over from that
+  // core's cache line by line.
+  auto run_pt5 = [&](int64_t r0, int64_t r1) {
+    thread_local uint64_t tables_call = 0;
+    const size_t bytes = static_cast<size_t>(fast_detail::pt5_table_entries(pt5_job.pairs)) * sizeof(int16_t);
+    auto* tables = reinterpret_cast<int16_t*>(scratch(4).get(bytes));
+    if (tables_call != pt5_call) {
+      pt5_tables(xp, pt5_job.pairs, tables);
+      tables_call = pt5_call;
+    }
+    fast_detail::Pt5Job here = pt5_job;
+    here.tables = tables;
+    pt5_kernel(here, r0, r1);
+  };
 
   auto run_rows = [&](int64_t r0, int64_t r1) {
-    if (n > 0) kernel(job, r0, r1);
+    if (batch1.pt5()) run_pt5(r0, r1);
+    else if (n > 0) kernel(job, r0, r1);
     zeros_plan.count(isa_, w, r0, r1, zero_hits);
     if (may_overflow) {
       // Replay the reference's sequential accumulation for the rows whose
@@ -360,7 +442,7 @@ OpCounters FastEngine::run_int8(const FastFrame& w, const int8_t* x, int64_t n, 
 
   const int nthreads = threads();
   const int64_t chunk = rows_per_task(rows, std::max<int64_t>(1, kp * n), nthreads,
-                                      job.x_tiles ? fast_detail::kAmxRowGroup : 4);
+                                      batch1.pt5() ? kPt5BlockRows : job.x_tiles ? fast_detail::kAmxRowGroup : 4);
   const int64_t tasks = (rows + chunk - 1) / chunk;
   if (nthreads <= 1 || tasks <= 1) {
     run_rows(0, rows);
@@ -368,6 +450,7 @@ OpCounters FastEngine::run_int8(const FastFrame& w, const int8_t* x, int64_t n, 
     pool().parallel_for(
         tasks, [&](int64_t i) { run_rows(i * chunk, std::min(rows, (i + 1) * chunk)); }, nthreads);
   }
+  batch1.record();
 
   return tgemm_counters(w, n, zero_hits, zeros_plan.class_hits(), overflow, act_bytes);
 }

@@ -77,6 +77,33 @@ struct Fp32Job : FrameCodes {
   bool all_finite = false;
 };
 
+// Batch 1 over a frame's PT-5 row blocks (fast_frame.h), by table lookup:
+// for each 5-column group, int16 tables of the activations' partial sums
+// over the trit patterns of its first 3 columns (27) and last 2 (9); a
+// PT-5 byte b splits exactly into q = b / 27 (the last 2 trits) and r = b -
+// 27q (the first 3), so a group's product for 32 rows at once is two
+// vpermw lookups. The tables hold sums of codes c = w + 1 times x, as the
+// int8 kernels' products do, so y = sum - sum(x) again.
+// Per pair p of groups, 4 x 32 int16: [0] the even group's 3-trit table,
+// [1] the odd group's, [2] and [3] their 2-trit tables (entries 0..8).
+inline constexpr int64_t pt5_table_entries(int64_t pairs) { return pairs * 128; }
+// x: the activations, readable (zero) up to 10 * pairs.
+void pt5_tables_scalar(const int8_t* x, int64_t pairs, int16_t* tables);
+void pt5_tables_avx512(const int8_t* x, int64_t pairs, int16_t* tables);
+
+struct Pt5Job {
+  const uint8_t* blocks = nullptr;  // FastFrame::pt5_rows()
+  size_t block_bytes = 0;
+  int64_t pairs = 0;
+  const int16_t* tables = nullptr;  // 64-byte aligned
+  int32_t x_sum = 0;                // sum of the activations (wrapping)
+  int64_t m = 0;                    // output rows
+  int32_t* y = nullptr;             // [m]
+};
+// Output rows [r0, r1), r0 a multiple of kPt5BlockRows.
+void pt5_rows_scalar(const Pt5Job& job, int64_t r0, int64_t r1);
+void pt5_rows_avx512(const Pt5Job& job, int64_t r0, int64_t r1);
+
 // The AMX kernel pays off from this many batch rows (below, the AVX-512
 // kernel is faster).
 inline constexpr int64_t kAmxMinBatch = 5;

@@ -1,6 +1,7 @@
 // The fast engine's portable kernels (any CPU): same layout and results as
 // the SIMD ones, used where the CPU has neither AVX2 nor AVX-512.
 #include "fabric/fast_engine_kernels.h"
+#include "fabric/fast_frame.h"
 
 namespace tfmbs::fabric::fast_detail {
 
@@ -22,6 +23,31 @@ void int8_rows_scalar(const Int8Job& j, int64_t r0, int64_t r1) {
       }
       j.y[n * j.m + r] = static_cast<int32_t>(acc);
     }
+  }
+}
+
+void pt5_tables_scalar(const int8_t* x, int64_t pairs, int16_t* tables) {
+  for (int64_t g = 0; g < 2 * pairs; ++g) {
+    const int8_t* xg = x + 5 * g;
+    int16_t* first3 = tables + (g / 2) * 128 + (g % 2) * 32;
+    int16_t* last2 = first3 + 64;
+    for (int e = 0; e < 32; ++e) {
+      first3[e] = e < 27 ? static_cast<int16_t>(e % 3 * xg[0] + e / 3 % 3 * xg[1] + e / 9 * xg[2]) : 0;
+      last2[e] = e < 9 ? static_cast<int16_t>(e % 3 * xg[3] + e / 3 * xg[4]) : 0;
+    }
+  }
+}
+
+void pt5_rows_scalar(const Pt5Job& j, int64_t r0, int64_t r1) {
+  for (int64_t r = r0; r < r1; ++r) {
+    const uint8_t* block = j.blocks + (r / kPt5BlockRows) * j.block_bytes + 2 * (r % kPt5BlockRows);
+    uint32_t acc = 0;
+    for (int64_t g = 0; g < 2 * j.pairs; ++g) {
+      const int b = block[(g / 2) * 64 + g % 2];
+      const int16_t* first3 = j.tables + (g / 2) * 128 + (g % 2) * 32;
+      acc += static_cast<uint32_t>(first3[b % 27] + first3[64 + b / 27]);
+    }
+    j.y[r] = static_cast<int32_t>(acc - static_cast<uint32_t>(j.x_sum));
   }
 }
 

@@ -4,12 +4,13 @@
 #include <stdexcept>
 #include <string>
 
+#include "fabric/cpu_features.h"
 #include "fabric/status.h"
 
 namespace tfmbs::fabric {
 
 FastFrame FastFrame::from_trits(const int8_t* trits, int64_t rows, int64_t cols, int tiles,
-                                FabricPool* pool) {
+                                FabricPool* pool, Pt5Rows pt5_rows) {
   check_frame_shape(rows, cols, tiles);
   if (cols > kFastMaxCols)
     throw std::invalid_argument("fast frame: cols=" + std::to_string(cols) +
@@ -37,7 +38,14 @@ FastFrame FastFrame::from_trits(const int8_t* trits, int64_t rows, int64_t cols,
   // The slot table follows the codes in the same block, so the pool counts
   // it with the frame.
   f.codes_bytes_ = static_cast<size_t>(rows) * f.row_bytes();
-  f.buffer_ = FrameBuffer(f.codes_bytes_ + static_cast<size_t>(f.slots_ * f.padded_cols_), pool);
+  f.pt5_offset_ = f.codes_bytes_ + static_cast<size_t>(f.slots_ * f.padded_cols_);
+  const bool with_pt5 = pt5_rows == Pt5Rows::Yes ||
+                        (pt5_rows == Pt5Rows::Auto && f.slots_ > 0 && cpu_supports(Isa::Avx512));
+  if (with_pt5) {
+    f.pt5_bytes_ = static_cast<size_t>((rows + kPt5BlockRows - 1) / kPt5BlockRows) * f.pt5_block_bytes();
+    f.timing_ = std::make_shared<Batch1Timing>();
+  }
+  f.buffer_ = FrameBuffer(f.pt5_offset_ + f.pt5_bytes_, pool);
   f.class_nnz_.assign(static_cast<size_t>(f.lane_classes()), 0);
   for (int64_t r = 0; r < rows; ++r) {
     const int8_t* src = trits + r * cols;
@@ -67,15 +75,33 @@ FastFrame FastFrame::from_trits(const int8_t* trits, int64_t rows, int64_t cols,
         }
       }
     }
+    if (with_pt5) f.pack_pt5_row(r, src);
     f.nnz_[static_cast<size_t>(r)] = nnz;
     f.class_nnz_[static_cast<size_t>(r % f.lane_classes())] += nnz;
+  }
+  // Rows past the last of the final row block: zero weights.
+  if (with_pt5) {
+    for (int64_t r = rows; r % kPt5BlockRows != 0; ++r) f.pack_pt5_row(r, nullptr);
   }
   return f;
 }
 
-FastFrame FastFrame::from_lane_major(const LaneMajorFrame& frame, FabricPool* pool) {
+void FastFrame::pack_pt5_row(int64_t r, const int8_t* trits) {
+  uint8_t* block = buffer_.data() + pt5_offset_ + static_cast<size_t>(r / kPt5BlockRows) * pt5_block_bytes();
+  const int64_t i = r % kPt5BlockRows;
+  for (int64_t g = 0; g < 2 * pt5_pairs(); ++g) {
+    int byte = 0;
+    for (int k = 4; k >= 0; --k) {
+      const int64_t d = 5 * g + k;
+      byte = 3 * byte + (trits != nullptr && d < cols_ ? trits[d] : 0) + 1;
+    }
+    block[(g / 2) * 64 + 2 * i + g % 2] = static_cast<uint8_t>(byte);
+  }
+}
+
+FastFrame FastFrame::from_lane_major(const LaneMajorFrame& frame, FabricPool* pool, Pt5Rows pt5_rows) {
   const std::vector<int8_t> trits = frame.to_trits();
-  return from_trits(trits.data(), frame.rows(), frame.cols(), frame.tiles(), pool);
+  return from_trits(trits.data(), frame.rows(), frame.cols(), frame.tiles(), pool, pt5_rows);
 }
 
 std::vector<int8_t> FastFrame::to_trits() const {

@@ -23,12 +23,20 @@
 //    is a class within a chunk of 255*G rows, so each count fits a byte.
 //    Built only when it takes at most 1/8 of the codes' bytes (rows >= 32
 //    slots); smaller frames leave the counting to the engine's row kernels.
-// 4096x4096 takes 4 MiB (2 bits/weight; PT-5 would take 3.2 MiB but costs
-// a base-3 decode per call).
+//  * Optionally the same weights again as PT-5 row blocks, for the batch-1
+//    lookup-table kernel: 1.6 bits/weight, so a call that streams the
+//    frame from DRAM reads a fifth fewer bytes. Per 32 rows (a row block)
+//    and per pair p of 5-column groups, 64 bytes: byte 2i + h is the PT-5
+//    byte sum_k (w[r, 10p + 5h + k] + 1) * 3^k of row r = 32*block + i.
+//    Rows past the last and columns past cols are zero weights.
+// 4096x4096 on 4 tiles takes 4 MiB of codes, 240 KiB of slot counts and
+// 3.2 MiB of PT-5 row blocks.
 #pragma once
 
+#include <atomic>
 #include <cstddef>
 #include <cstdint>
+#include <memory>
 #include <vector>
 
 #include "fabric/frame_buffer.h"
@@ -41,6 +49,19 @@ inline constexpr int64_t kFastBlockBytes = 64;
 // Largest K the fast engine accepts (keeps its per-row counts and its
 // zero-count chunks within 32-bit SIMD lanes with room to spare).
 inline constexpr int64_t kFastMaxCols = int64_t{1} << 28;
+inline constexpr int64_t kPt5BlockRows = 32;
+
+// Whether a frame keeps PT-5 row blocks. Auto: when it keeps slot counts
+// (a frame that size is what streams from memory) and this CPU runs the
+// lookup-table kernel (Isa::Avx512).
+enum class Pt5Rows : uint8_t { Auto, Yes, No };
+
+// Run time of the two batch-1 kernels on one frame, as the engine measured
+// them (fast_engine.cpp chooses by it); shared by copies of the frame.
+struct Batch1Timing {
+  std::atomic<uint32_t> calls{0};
+  std::atomic<uint32_t> ns[2] = {};  // [0] the codes' kernel, [1] the PT-5 one
+};
 
 class FastFrame {
  public:
@@ -49,9 +70,10 @@ class FastFrame {
   // naming row, column, value). tiles = the fabric's tile count (the
   // counters are laid out by tile); pool may be nullptr (heap).
   static FastFrame from_trits(const int8_t* trits, int64_t rows, int64_t cols, int tiles,
-                              FabricPool* pool = nullptr);
+                              FabricPool* pool = nullptr, Pt5Rows pt5_rows = Pt5Rows::Auto);
   // From the spec's lane-major frame (decodes and validates it).
-  static FastFrame from_lane_major(const LaneMajorFrame& frame, FabricPool* pool = nullptr);
+  static FastFrame from_lane_major(const LaneMajorFrame& frame, FabricPool* pool = nullptr,
+                                   Pt5Rows pt5_rows = Pt5Rows::Auto);
 
   int64_t rows() const { return rows_; }
   int64_t cols() const { return cols_; }
@@ -70,7 +92,12 @@ class FastFrame {
   // Per lane class k: the nonzero weights of its rows (empty for a
   // default-constructed frame).
   const std::vector<uint64_t>& class_nonzeros() const { return class_nnz_; }
-  // The codes and the slot table.
+  // The PT-5 row blocks (above), or nullptr.
+  const uint8_t* pt5_rows() const { return pt5_bytes_ > 0 ? buffer_.data() + pt5_offset_ : nullptr; }
+  int64_t pt5_pairs() const { return (cols_ + 9) / 10; }
+  size_t pt5_block_bytes() const { return static_cast<size_t>(pt5_pairs()) * 64; }
+  Batch1Timing& batch1_timing() const { return *timing_; }  // with PT-5 rows only
+  // The codes, the slot table and the PT-5 row blocks.
   size_t bytes() const { return buffer_.size(); }
 
   // The weight at (r, d), decoded from the codes.
@@ -81,10 +108,15 @@ class FastFrame {
   std::vector<int8_t> to_trits() const;
 
  private:
+  // Row r's PT-5 bytes in its row block (trits: its cols weights, or
+  // nullptr for a pad row of zeros).
+  void pack_pt5_row(int64_t r, const int8_t* trits);
+
   FrameBuffer buffer_;
   std::vector<uint32_t> nnz_;
   std::vector<uint64_t> class_nnz_;
-  size_t codes_bytes_ = 0;
+  size_t codes_bytes_ = 0, pt5_offset_ = 0, pt5_bytes_ = 0;
+  std::shared_ptr<Batch1Timing> timing_;
   int64_t rows_ = 0, cols_ = 0, padded_cols_ = 0, slots_ = 0;
   int tiles_ = 1;
 };

@@ -77,14 +77,24 @@ void expect_int8_matches_reference(const LaneMajorFrame& lm, const FastFrame& ff
                                    int64_t n, std::initializer_list<int> thread_counts) {
   std::vector<int32_t> y_ref(static_cast<size_t>(n * ff.rows()));
   const OpCounters c_ref = reference::tgemm_int8(lm, x.data(), n, y_ref.data());
+  using Batch1 = FastEngineOptions::Batch1;
+  // Batch 1 on a frame with PT-5 rows: each kernel, and the adaptive choice
+  // over enough calls to run both.
+  const bool both = n == 1 && ff.pt5_rows() != nullptr;
   for (Isa isa : supported_isas()) {
     for (int threads : thread_counts) {
-      SCOPED_TRACE(testing::Message() << "isa=" << isa_name(isa) << " threads=" << threads);
-      FastEngine e(FastEngineOptions{isa, threads, &test_pool()});
-      std::vector<int32_t> y(y_ref.size(), 0x5a5a5a5a);
-      const OpCounters c = e.tgemm_int8(ff, x.data(), n, y.data());
-      ASSERT_EQ(y, y_ref);
-      EXPECT_COUNTERS_EQ(c_ref, c);
+      for (Batch1 mode : both ? std::vector<Batch1>{Batch1::Codes, Batch1::Pt5, Batch1::Adaptive}
+                              : std::vector<Batch1>{Batch1::Adaptive}) {
+        SCOPED_TRACE(testing::Message() << "isa=" << isa_name(isa) << " threads=" << threads
+                                        << " batch1=" << static_cast<int>(mode));
+        FastEngine e(FastEngineOptions{isa, threads, &test_pool(), mode});
+        for (int call = 0; call < (mode == Batch1::Adaptive && both ? 5 : 1); ++call) {
+          std::vector<int32_t> y(y_ref.size(), 0x5a5a5a5a);
+          const OpCounters c = e.tgemm_int8(ff, x.data(), n, y.data());
+          ASSERT_EQ(y, y_ref);
+          EXPECT_COUNTERS_EQ(c_ref, c);
+        }
+      }
     }
   }
 }
@@ -109,6 +119,35 @@ TEST(FastFrame, LayoutMatchesItsDocumentation) {
   EXPECT_EQ(f.trit(1, 300), 1);
   EXPECT_EQ(f.trit(1, 511), -1);
   EXPECT_EQ(f.to_trits(), w);
+}
+
+TEST(FastFrame, Pt5RowsMatchTheirDocumentation) {
+  // Row r, columns 10p + 5h .. +4: byte 2*(r % 32) + h of pair p in row
+  // block r / 32, sum_k (w + 1) * 3^k.
+  const int64_t M = 40, K = 23;  // 3 pairs (the last half padding), 2 row blocks
+  std::vector<int8_t> w(M * K, 0);
+  w[33 * K + 15] = 1;   // row 33: block 1, i = 1; pair 1, h = 1, k = 0
+  w[33 * K + 19] = -1;  // k = 4
+  w[2 * K + 22] = 1;    // row 2: pair 2, h = 0, k = 2
+  auto f = FastFrame::from_trits(w.data(), M, K, 1, nullptr, Pt5Rows::Yes);
+  ASSERT_NE(f.pt5_rows(), nullptr);
+  EXPECT_EQ(f.pt5_pairs(), 3);
+  EXPECT_EQ(f.pt5_block_bytes(), 192u);
+  const uint8_t* p = f.pt5_rows();
+  EXPECT_EQ(p[192 + 64 + 2 * 1 + 1], 121 + 1 - 81);
+  EXPECT_EQ(p[128 + 2 * 2], 121 + 9);
+  EXPECT_EQ(p[192 + 128 + 2 * 31 + 1], 121);  // pad row 63, pad columns
+  size_t zeros = 0;
+  for (size_t i = 0; i < 2 * 192; ++i) zeros += p[i] == 121;
+  EXPECT_EQ(zeros, 2 * 192 - 2u);
+  // Counted with the frame; absent when asked so, and on small frames by default.
+  auto none = FastFrame::from_trits(w.data(), M, K, 1, nullptr, Pt5Rows::No);
+  EXPECT_EQ(none.pt5_rows(), nullptr);
+  EXPECT_EQ(f.bytes(), none.bytes() + 2 * 192);
+  EXPECT_EQ(FastFrame::from_trits(w.data(), M, K, 1).pt5_rows(), nullptr);
+  // A frame with slot counts has them exactly when the CPU runs their kernel.
+  std::vector<int8_t> big(1000 * 30, 1);
+  EXPECT_EQ(FastFrame::from_trits(big.data(), 1000, 30, 1).pt5_rows() != nullptr, cpu_supports(Isa::Avx512));
 }
 
 TEST(FastFrame, RoundTripsAndLoadsFromLaneMajor) {
@@ -149,7 +188,7 @@ TEST(FastFrame, SlotColumnNonzerosCountEachLaneClassPerChunk) {
   std::mt19937 rng(15);
   const int64_t M = 7700, K = 70;  // 1 tile: 15 classes, chunks of 3825 rows: 3 chunks
   auto w = random_weights(M, K, 0.3, rng);
-  auto f = FastFrame::from_trits(w.data(), M, K, 1);
+  auto f = FastFrame::from_trits(w.data(), M, K, 1, nullptr, Pt5Rows::No);
   ASSERT_EQ(f.lane_classes(), 15);
   ASSERT_EQ(f.slots(), 45);
   std::vector<int64_t> expected(static_cast<size_t>(45 * f.padded_cols()), 0);
@@ -214,7 +253,7 @@ TEST(FastEngine, Int8MatchesReferenceEverywhere) {
     for (double ws : kWeightSparsity) {
       auto w = random_weights(s.rows, s.cols, ws, rng);
       auto lm = LaneMajorFrame::from_trits(w.data(), s.rows, s.cols, s.tiles);
-      auto ff = FastFrame::from_trits(w.data(), s.rows, s.cols, s.tiles);
+      auto ff = FastFrame::from_trits(w.data(), s.rows, s.cols, s.tiles, nullptr, Pt5Rows::Yes);
       for (int64_t n : {1, 3, 8, 9}) {
         const double xz = kActZeros[combo++ % 4];
         auto x = random_int8(n * s.cols, xz, rng);
@@ -223,6 +262,22 @@ TEST(FastEngine, Int8MatchesReferenceEverywhere) {
         expect_int8_matches_reference(lm, ff, x, n, {1, 2, 4});
       }
     }
+  }
+}
+
+// The PT-5 kernel's int16 partial sums at their bounds: every weight +1 (or
+// -1) against every activation -128 (or 127), for more than one flush of
+// the partial sums, and rows that end inside a row block.
+TEST(FastEngine, Int8Batch1Pt5AtTheInt16BoundsMatchesReference) {
+  const int64_t M = 70, K = 1003;
+  std::vector<int8_t> w(M * K);
+  for (int64_t r = 0; r < M; ++r)
+    for (int64_t d = 0; d < K; ++d) w[r * K + d] = static_cast<int8_t>(r % 3 == 0 ? 1 : r % 3 == 1 ? -1 : (d % 3) - 1);
+  auto lm = LaneMajorFrame::from_trits(w.data(), M, K, 4);
+  auto ff = FastFrame::from_trits(w.data(), M, K, 4, nullptr, Pt5Rows::Yes);
+  for (int v : {-128, 127}) {
+    SCOPED_TRACE(testing::Message() << "x=" << v);
+    expect_int8_matches_reference(lm, ff, std::vector<int8_t>(K, static_cast<int8_t>(v)), 1, {1, 2});
   }
 }
 
@@ -286,7 +341,7 @@ TEST(FastEngine, Fp32MatchesReferenceBitForBit) {
     for (double ws : {0.0, 0.5, 0.95}) {
       auto w = random_weights(s.rows, s.cols, ws, rng);
       auto lm = LaneMajorFrame::from_trits(w.data(), s.rows, s.cols, s.tiles);
-      auto ff = FastFrame::from_trits(w.data(), s.rows, s.cols, s.tiles);
+      auto ff = FastFrame::from_trits(w.data(), s.rows, s.cols, s.tiles, nullptr, Pt5Rows::Yes);
       for (int64_t n : {1, 3, 8, 9}) {
         const double xz = kActZeros[combo++ % 4];
         auto x = random_float(n * s.cols, xz, rng);
