@@ -4,6 +4,9 @@
 // compiled with.
 #include "fabric/cpu_features.h"
 
+#include <algorithm>
+#include <fstream>
+#include <string>
 #include <string_view>
 
 #if defined(__x86_64__) || defined(__i386__)
@@ -174,6 +177,27 @@ std::vector<Isa> supported_isas() {
   for (Isa isa : kAllIsas)
     if (cpu_supports(isa)) out.push_back(isa);
   return out;
+}
+
+size_t last_level_cache_bytes() {
+  static const size_t bytes = [] {
+    size_t largest = 0;
+    for (int index = 0; index < 16; ++index) {
+      std::ifstream file("/sys/devices/system/cpu/cpu0/cache/index" + std::to_string(index) + "/size");
+      std::string text;
+      if (!(file >> text) || text.empty()) continue;
+      size_t unit = 1;
+      if (text.back() == 'K') unit = size_t{1} << 10;
+      else if (text.back() == 'M') unit = size_t{1} << 20;
+      else if (text.back() == 'G') unit = size_t{1} << 30;
+      try {
+        largest = std::max<size_t>(largest, std::stoull(text) * unit);
+      } catch (const std::exception&) {
+      }
+    }
+    return largest > 0 ? largest : size_t{32} << 20;
+  }();
+  return bytes;
 }
 
 }  // namespace tfmbs::fabric

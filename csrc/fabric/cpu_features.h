@@ -57,6 +57,7 @@
 // Rapids and later Xeons run Amx.
 #pragma once
 
+#include <cstddef>
 #include <cstdint>
 #include <vector>
 
@@ -74,6 +75,9 @@ const char* isa_features(Isa isa);
 bool cpu_supports(Isa isa);
 // The highest supported level (computed once).
 Isa best_isa();
+// The size of the CPU's largest cache as the OS reports it (Linux sysfs),
+// or 32 MiB where it does not say. Computed once.
+size_t last_level_cache_bytes();
 // Every level this CPU runs, lowest first: Scalar, then Avx2, Avx512, Amx
 // if supported.
 std::vector<Isa> supported_isas();

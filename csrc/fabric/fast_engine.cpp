@@ -1,7 +1,7 @@
 #include "fabric/fast_engine.h"
 
 #include <algorithm>
-#include <chrono>
+#include <atomic>
 #include <cmath>
 #include <cstring>
 #include <stdexcept>
@@ -238,49 +238,28 @@ int64_t rows_per_task(int64_t rows, int64_t work_per_row, int threads, int64_t g
   return (chunk + group - 1) / group * group;
 }
 
-// Batch 1 on frames with PT-5 rows: which kernel runs this call (see
-// FastEngineOptions::Batch1), and the record of how long it took.
-class Batch1Choice {
- public:
-  Batch1Choice(const FastFrame& w, Isa isa, FastEngineOptions::Batch1 mode, int64_t n) {
-    using Mode = FastEngineOptions::Batch1;
-    if (n != 1 || w.pt5_rows() == nullptr || isa == Isa::Avx2 || mode == Mode::Codes) return;
-    if (mode == Mode::Pt5) {
-      pt5_ = true;
-      return;
-    }
-    timing_ = &w.batch1_timing();
-    const uint32_t call = timing_->calls.fetch_add(1, std::memory_order_relaxed);
-    // Each kernel twice before choosing, then the other one every 16th call,
-    // so that a change of where the frame's bytes are is noticed.
-    probe_ = call < 4 || call % 16 == 0;
-    if (call < 4) {
-      pt5_ = call % 2 == 1;
-    } else {
-      pt5_ = timing_->ns[1].load(std::memory_order_relaxed) < timing_->ns[0].load(std::memory_order_relaxed);
-      if (probe_) pt5_ = !pt5_;
-    }
-  }
-  bool pt5() const { return pt5_; }
-  void start() { start_ = std::chrono::steady_clock::now(); }
-  // After the kernels: a probe's time replaces the kernel's record (it is
-  // the news about the cache), the chosen kernel's goes into a moving
-  // average (races between threads sharing the frame lose an update, which
-  // is harmless).
-  void record() const {
-    if (timing_ == nullptr) return;
-    const auto ns = std::chrono::duration_cast<std::chrono::nanoseconds>(std::chrono::steady_clock::now() - start_).count();
-    const uint32_t now = static_cast<uint32_t>(std::min<int64_t>(ns, UINT32_MAX / 2));
-    std::atomic<uint32_t>& avg = timing_->ns[pt5_ ? 1 : 0];
-    const uint32_t old = avg.load(std::memory_order_relaxed);
-    avg.store(probe_ ? now : old - old / 4 + now / 4, std::memory_order_relaxed);
-  }
+// Bytes of frames the fast engines have read (all engines and threads): the
+// clock by which each frame's last read is dated.
+std::atomic<uint64_t> frame_bytes_read{0};
 
- private:
-  bool pt5_ = false, probe_ = false;
-  Batch1Timing* timing_ = nullptr;
-  std::chrono::steady_clock::time_point start_;
-};
+// Whether this call reads the frame's PT-5 rows (FastEngineOptions::Batch1).
+bool use_pt5_rows(const FastFrame& w, Isa isa, FastEngineOptions::Batch1 mode, int64_t n) {
+  using Mode = FastEngineOptions::Batch1;
+  if (n != 1 || w.pt5_rows() == nullptr || isa == Isa::Avx2 || mode == Mode::Codes) return false;
+  if (mode == Mode::Pt5) return true;
+  // More frame bytes read since this frame's last read than half the
+  // last-level cache (which holds other data too: activations, the rest of
+  // the program, other processes): its bytes come from DRAM. A frame never
+  // read was just built.
+  const uint64_t last = w.last_read().load(std::memory_order_relaxed);
+  return last != 0 && frame_bytes_read.load(std::memory_order_relaxed) - last > last_level_cache_bytes() / 2;
+}
+
+void note_read(const FastFrame& w, bool pt5_rows) {
+  const uint64_t bytes = pt5_rows ? w.pt5_bytes() : w.codes_bytes();
+  const uint64_t end = frame_bytes_read.fetch_add(bytes, std::memory_order_relaxed) + bytes;
+  if (w.pt5_rows() != nullptr) w.last_read().store(end, std::memory_order_relaxed);
+}
 
 }  // namespace
 
@@ -310,7 +289,8 @@ OpCounters FastEngine::run_int8(const FastFrame& w, const int8_t* x, int64_t n, 
                                 uint64_t act_bytes) const {
   const int64_t rows = w.rows(), cols = w.cols(), kp = w.padded_cols();
   const size_t un = static_cast<size_t>(n), ukp = static_cast<size_t>(kp);
-  Batch1Choice batch1(w, isa_, batch1_, n);
+  const bool pt5_rows = use_pt5_rows(w, isa_, batch1_, n);
+  note_read(w, pt5_rows);
   // Activations, padded to whole blocks (and zeros past them for the PT-5
   // tables' last pair), and their per-row facts.
   int8_t* xp = reinterpret_cast<int8_t*>(scratch(0).get(un * ukp + 64));
@@ -318,7 +298,7 @@ OpCounters FastEngine::run_int8(const FastFrame& w, const int8_t* x, int64_t n, 
   std::vector<int32_t> x_sum(un);
   // Without the frame's slot counts, the SIMD codes' kernels count zero hits
   // in the same pass (see Int8Job); otherwise a ZeroPlan does.
-  const bool fuse_zeros = isa_ != Isa::Scalar && !batch1.pt5() && w.slots() == 0 && n <= 255 &&
+  const bool fuse_zeros = isa_ != Isa::Scalar && !pt5_rows && w.slots() == 0 && n <= 255 &&
                           n * cols < INT32_MAX;
   uint8_t* zero_counts = fuse_zeros ? scratch(1).get(ukp) : nullptr;
   if (fuse_zeros) std::memset(zero_counts, 0, ukp);
@@ -382,10 +362,9 @@ OpCounters FastEngine::run_int8(const FastFrame& w, const int8_t* x, int64_t n, 
     job.x_tiles = tiles;
   }
   const Int8Fn kernel = int8_kernel(isa_);
-  batch1.start();
   fast_detail::Pt5Job pt5_job;
   uint64_t pt5_call = 0;
-  if (batch1.pt5()) {
+  if (pt5_rows) {
     pt5_job.blocks = w.pt5_rows();
     pt5_job.block_bytes = w.pt5_block_bytes();
     pt5_job.pairs = w.pt5_pairs();
@@ -415,7 +394,7 @@ OpCounters FastEngine::run_int8(const FastFrame& w, const int8_t* x, int64_t n, 
   };
 
   auto run_rows = [&](int64_t r0, int64_t r1) {
-    if (batch1.pt5()) run_pt5(r0, r1);
+    if (pt5_rows) run_pt5(r0, r1);
     else if (n > 0) kernel(job, r0, r1);
     zeros_plan.count(isa_, w, r0, r1, zero_hits);
     if (may_overflow) {
@@ -442,7 +421,7 @@ OpCounters FastEngine::run_int8(const FastFrame& w, const int8_t* x, int64_t n, 
 
   const int nthreads = threads();
   const int64_t chunk = rows_per_task(rows, std::max<int64_t>(1, kp * n), nthreads,
-                                      batch1.pt5() ? kPt5BlockRows : job.x_tiles ? fast_detail::kAmxRowGroup : 4);
+                                      pt5_rows ? kPt5BlockRows : job.x_tiles ? fast_detail::kAmxRowGroup : 4);
   const int64_t tasks = (rows + chunk - 1) / chunk;
   if (nthreads <= 1 || tasks <= 1) {
     run_rows(0, rows);
@@ -450,7 +429,6 @@ OpCounters FastEngine::run_int8(const FastFrame& w, const int8_t* x, int64_t n, 
     pool().parallel_for(
         tasks, [&](int64_t i) { run_rows(i * chunk, std::min(rows, (i + 1) * chunk)); }, nthreads);
   }
-  batch1.record();
 
   return tgemm_counters(w, n, zero_hits, zeros_plan.class_hits(), overflow, act_bytes);
 }
@@ -472,6 +450,7 @@ OpCounters FastEngine::tgemm_ternary(const FastFrame& w, const int8_t* x, int64_
 
 OpCounters FastEngine::tgemm_fp32(const FastFrame& w, const float* x, int64_t n, float* y) const {
   check_batch(n, "tgemm_fp32");
+  note_read(w, false);
   const int64_t rows = w.rows(), cols = w.cols(), kp = w.padded_cols();
   const size_t un = static_cast<size_t>(n), ukp = static_cast<size_t>(kp);
   float* xp = reinterpret_cast<float*>(scratch(0).get(un * ukp * sizeof(float)));

@@ -52,11 +52,11 @@ struct FastEngineOptions {
   ThreadPool* pool = nullptr;
   // Batch-1 int8 on a frame with PT-5 row blocks (fast_frame.h), with
   // Isa::Avx512 or Amx (or Scalar, its twin): the codes' kernel or the
-  // lookup-table one over the PT-5 rows. Which is faster depends on where
-  // the frame's bytes are: from DRAM the PT-5 rows' 1.6 bits/weight win,
-  // from cache the codes' product, which costs fewer instructions. Both
-  // give the same bits. Adaptive times both on each frame and runs the
-  // faster, retrying the other every 16th call (cudnn.benchmark, per frame).
+  // lookup-table one over the PT-5 rows; both give the same bits. From DRAM
+  // the PT-5 rows' 1.6 bits/weight win; from cache the codes' product,
+  // which costs fewer instructions per weight. Adaptive reads the PT-5 rows
+  // when more frame bytes (all engines' reads) went by since the frame's
+  // last read than half the CPU's last-level cache holds.
   enum class Batch1 : uint8_t { Adaptive, Codes, Pt5 } batch1 = Batch1::Adaptive;
 };
 

@@ -56,13 +56,6 @@ inline constexpr int64_t kPt5BlockRows = 32;
 // lookup-table kernel (Isa::Avx512).
 enum class Pt5Rows : uint8_t { Auto, Yes, No };
 
-// Run time of the two batch-1 kernels on one frame, as the engine measured
-// them (fast_engine.cpp chooses by it); shared by copies of the frame.
-struct Batch1Timing {
-  std::atomic<uint32_t> calls{0};
-  std::atomic<uint32_t> ns[2] = {};  // [0] the codes' kernel, [1] the PT-5 one
-};
-
 class FastFrame {
  public:
   FastFrame() = default;
@@ -96,7 +89,12 @@ class FastFrame {
   const uint8_t* pt5_rows() const { return pt5_bytes_ > 0 ? buffer_.data() + pt5_offset_ : nullptr; }
   int64_t pt5_pairs() const { return (cols_ + 9) / 10; }
   size_t pt5_block_bytes() const { return static_cast<size_t>(pt5_pairs()) * 64; }
-  Batch1Timing& batch1_timing() const { return *timing_; }  // with PT-5 rows only
+  // Where in the engines' stream of frame bytes (fast_engine.cpp) this
+  // frame was last read, 0 before its first read; shared by copies of the
+  // frame. Kept for frames with PT-5 rows only.
+  std::atomic<uint64_t>& last_read() const { return *last_read_; }
+  size_t codes_bytes() const { return codes_bytes_; }
+  size_t pt5_bytes() const { return pt5_bytes_; }
   // The codes, the slot table and the PT-5 row blocks.
   size_t bytes() const { return buffer_.size(); }
 
@@ -116,7 +114,7 @@ class FastFrame {
   std::vector<uint32_t> nnz_;
   std::vector<uint64_t> class_nnz_;
   size_t codes_bytes_ = 0, pt5_offset_ = 0, pt5_bytes_ = 0;
-  std::shared_ptr<Batch1Timing> timing_;
+  std::shared_ptr<std::atomic<uint64_t>> last_read_;
   int64_t rows_ = 0, cols_ = 0, padded_cols_ = 0, slots_ = 0;
   int tiles_ = 1;
 };

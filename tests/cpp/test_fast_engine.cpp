@@ -78,8 +78,7 @@ void expect_int8_matches_reference(const LaneMajorFrame& lm, const FastFrame& ff
   std::vector<int32_t> y_ref(static_cast<size_t>(n * ff.rows()));
   const OpCounters c_ref = reference::tgemm_int8(lm, x.data(), n, y_ref.data());
   using Batch1 = FastEngineOptions::Batch1;
-  // Batch 1 on a frame with PT-5 rows: each kernel, and the adaptive choice
-  // over enough calls to run both.
+  // Batch 1 on a frame with PT-5 rows: each kernel, and the engine's choice.
   const bool both = n == 1 && ff.pt5_rows() != nullptr;
   for (Isa isa : supported_isas()) {
     for (int threads : thread_counts) {
@@ -88,12 +87,10 @@ void expect_int8_matches_reference(const LaneMajorFrame& lm, const FastFrame& ff
         SCOPED_TRACE(testing::Message() << "isa=" << isa_name(isa) << " threads=" << threads
                                         << " batch1=" << static_cast<int>(mode));
         FastEngine e(FastEngineOptions{isa, threads, &test_pool(), mode});
-        for (int call = 0; call < (mode == Batch1::Adaptive && both ? 5 : 1); ++call) {
-          std::vector<int32_t> y(y_ref.size(), 0x5a5a5a5a);
-          const OpCounters c = e.tgemm_int8(ff, x.data(), n, y.data());
-          ASSERT_EQ(y, y_ref);
-          EXPECT_COUNTERS_EQ(c_ref, c);
-        }
+        std::vector<int32_t> y(y_ref.size(), 0x5a5a5a5a);
+        const OpCounters c = e.tgemm_int8(ff, x.data(), n, y.data());
+        ASSERT_EQ(y, y_ref);
+        EXPECT_COUNTERS_EQ(c_ref, c);
       }
     }
   }
