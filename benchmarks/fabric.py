@@ -36,6 +36,20 @@ def main():
             "hot / PT-5 roofline": g["ternary_int8_hot_us"] / g["roofline_pt5_us"],
             "cold / PT-5 roofline": g["ternary_int8_cold_us"] / g["roofline_pt5_us"],
         })
+    layouts = [{"weights from": where, "codes us (2 bits/weight)": g[f"codes_{key}_us"],
+                "PT-5 rows us (1.6 bits/weight)": g[f"pt5_{key}_us"],
+                "PT-5 rows / codes": g[f"pt5_{key}_us"] / g[f"codes_{key}_us"],
+                "engine's pick us": g[f"ternary_int8_{key}_us"]}
+               for g in bench["gemv_4096x4096"] if "codes_hot_us" in g
+               for where, key in (("cache (hot)", "hot"), ("DRAM (cold)", "cold"))]
+    if layouts:
+        common.write_results(
+            "fabric_batch1_layouts", "Batch 1, 4096x4096: the codes' VNNI kernel vs the PT-5 rows' lookup-table "
+            "kernel", list(layouts[0].keys()), layouts,
+            [f"{machine['threads']} threads, ISA {machine['isa']}; the same frame, each kernel forced "
+             "(FastEngineOptions::batch1), and the engine's own pick (it reads the PT-5 rows when more than half "
+             "the last-level cache of frame bytes went by since the frame's last read)",
+             f"cold: rotating over frames totalling {cold_bytes >> 20} MiB of codes"])
     ref = bench["reference_engine_1024x1024"]
     common.write_results(
         "fabric", "Fabric fast engine: ternary GEMV 4096x4096, int8 activations",

@@ -216,8 +216,10 @@ int main(int argc, char** argv) {
   const FastFrame frame = FastFrame::from_trits(trits.data(), M, K, 4);
   const double t_load = std::chrono::duration<double>(Clock::now() - load0).count();
   FastEngine engine1(FastEngineOptions{isa, 1, &pool});
-  // "cold": enough distinct frames to overflow the last-level cache.
-  const int cold_frames = std::max(2, static_cast<int>(std::ceil(cold_bytes / static_cast<double>(frame.bytes()))));
+  // "cold": enough distinct frames to overflow the last-level cache (a call
+  // reads the codes or, at batch 1, maybe the PT-5 rows: the cold set is
+  // counted in codes).
+  const int cold_frames = std::max(2, static_cast<int>(std::ceil(cold_bytes / static_cast<double>(frame.codes_bytes()))));
   std::vector<FastFrame> cold;
   for (int i = 0; i < cold_frames; ++i) cold.push_back(FastFrame::from_trits(trits.data(), M, K, 4));
 
@@ -239,7 +241,7 @@ int main(int argc, char** argv) {
   std::printf("  \"frame_load_4096x4096_ms\": %.2f,\n", t_load * 1e3);
 
   std::printf("  \"gemv_4096x4096\": [\n");
-  const double packed_2bit = static_cast<double>(frame.bytes());
+  const double packed_2bit = static_cast<double>(frame.codes_bytes());
   const double packed_pt5 = static_cast<double>(M) * ((K + 4) / 5);
   bool first = true;
   for (int64_t n : {1, 8, 64}) {
@@ -275,14 +277,28 @@ int main(int argc, char** argv) {
         2, quick ? 3 : 9);
     const double t_fast_fp = median_seconds([&] { engine.tgemm_fp32(frame, xf.data(), n, yf.data()); }, 2,
                                             quick ? 3 : 9);
+    // Batch 1: each layout's kernel alone (the engine above picks one per call).
+    std::string layouts;
+    if (n == 1 && frame.pt5_rows() != nullptr) {
+      using Batch1 = FastEngineOptions::Batch1;
+      for (Batch1 mode : {Batch1::Codes, Batch1::Pt5}) {
+        FastEngine forced(FastEngineOptions{isa, threads, &pool, mode});
+        const double hot = median_seconds([&] { forced.tgemm_int8(frame, x.data(), n, y.data()); }, 3, repeats);
+        const double cold_t = median_seconds(
+            [&] { forced.tgemm_int8(cold[ci++ % cold_frames], x.data(), n, y.data()); }, cold_frames, repeats);
+        const char* name = mode == Batch1::Codes ? "codes" : "pt5";
+        layouts += "\"" + std::string(name) + "_hot_us\": " + std::to_string(hot * 1e6) + ", \"" + name +
+                   "_cold_us\": " + std::to_string(cold_t * 1e6) + ", ";
+      }
+    }
     const double ops = 2.0 * M * K * n;
     const double roof_2bit = packed_2bit / (read_gbs * 1e9), roof_pt5 = packed_pt5 / (read_gbs * 1e9);
     std::printf(
-        "%s    {\"batch\": %lld, \"ternary_int8_hot_us\": %.1f, \"ternary_int8_hot_1thread_us\": %.1f, \"ternary_int8_cold_us\": %.1f, \"gops_hot\": %.1f,\n"
+        "%s    {\"batch\": %lld, %s\"ternary_int8_hot_us\": %.1f, \"ternary_int8_hot_1thread_us\": %.1f, \"ternary_int8_cold_us\": %.1f, \"gops_hot\": %.1f,\n"
         "     \"dense_int8_us\": %.1f, \"fp32_us\": %.1f, \"ternary_fp32_act_us\": %.1f,\n"
         "     \"speedup_vs_dense_int8\": %.2f, \"speedup_vs_fp32\": %.2f,\n"
         "     \"roofline_2bit_us\": %.1f, \"roofline_pt5_us\": %.1f, \"hot_over_roofline_2bit\": %.2f, \"cold_over_roofline_2bit\": %.2f}",
-        first ? "" : ",\n", static_cast<long long>(n), t_hot * 1e6, t_hot1 * 1e6, t_cold * 1e6, ops / t_hot / 1e9, t_int8 * 1e6,
+        first ? "" : ",\n", static_cast<long long>(n), layouts.c_str(), t_hot * 1e6, t_hot1 * 1e6, t_cold * 1e6, ops / t_hot / 1e9, t_int8 * 1e6,
         t_fp32 * 1e6, t_fast_fp * 1e6, t_int8 / t_hot, t_fp32 / t_hot, roof_2bit * 1e6, roof_pt5 * 1e6,
         t_hot / roof_2bit, t_cold / roof_2bit);
     first = false;
