@@ -66,15 +66,6 @@ def main():
          f"{ref['lane_cycles_per_s']:.3g} lane-cycles/s",
          f"frame load (4096x4096, once): {bench['frame_load_4096x4096_ms']:.1f} ms",
          bench.get("note", "")])
-    bound = run_json("lut_bound")
-    if "skipped" not in bound:
-        common.write_results(
-            "lut_bound", "Exact LUT kernel (vpermw + vpaddw) vs VNNI (vpdpbusd): compute bound, one core",
-            list(bound.keys()), [bound],
-            ["vnni: 64 int8 MACs per vpdpbusd; lut: 96 MACs per 32-row lookup of a 27-pattern int16 "
-             "table (3 activations), tables in registers; lut_l1: each table loaded from L1",
-             "best of 5 runs of 16 independent chains; a real kernel adds decoding, table building "
-             "and int16->int32 flushes to the lut side"])
     codec = run_json("pt5_bench", "--json")
     common.write_results(
         "pt5_codec", "PT-5 codec throughput (1 thread)",
