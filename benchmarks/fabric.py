@@ -1,8 +1,9 @@
 """The fabric emulator's speed (issue 5): the fast engine's ternary GEMV
 4096x4096 with int8 activations, as time, GOPS and ratios to a dense int8
 GEMV and an fp32 GEMV timed in the same run and to the bound of reading the
-packed weights once at the measured memory bandwidth; PT-5 decode/encode
-throughput; the reference engine's speed. The timing loops are C++
+packed weights once at the measured memory bandwidth; batch 1 with each
+resident layout (the 2-bit codes, the PT-5 rows) in cache and from DRAM;
+PT-5 decode/encode throughput; the reference engine's speed. The timing loops are C++
 (benchmarks/cpp/fabric_bench.cpp, pt5_bench.cpp); this script runs them and
 writes the tables."""
 import json
