@@ -113,20 +113,29 @@ class ZeroPlan {
   ZeroPlan(const FastFrame& w, int64_t n, IsZero is_zero) : kp_(w.padded_cols()) {
     const int64_t cols = w.cols();
     if (w.slots() > 0) {
-      std::vector<uint64_t> zeros(static_cast<size_t>(cols), 0);
-      for (int64_t b = 0; b < n; ++b)
-        for (int64_t d = 0; d < cols; ++d) zeros[static_cast<size_t>(d)] += is_zero(b, d);
-      std::vector<std::pair<int64_t, uint64_t>> columns;
-      for (int64_t d = 0; d < cols; ++d)
-        if (zeros[static_cast<size_t>(d)] != 0) columns.emplace_back(d, zeros[static_cast<size_t>(d)]);
-      if (columns.empty()) return;
-      class_hits_.assign(static_cast<size_t>(w.lane_classes()), 0);
-      for (int64_t slot = 0; slot < w.slots(); ++slot) {
-        const uint8_t* counts = w.slot_column_nonzeros() + slot * kp_;
-        uint64_t hits = 0;
-        for (const auto& [d, z] : columns) hits += z * counts[d];
-        class_hits_[static_cast<size_t>(slot % w.lane_classes())] += hits;
+      std::vector<std::pair<int64_t, uint64_t>> columns;  // (d, batch rows zero there)
+      for (int64_t d = 0; d < cols; ++d) {
+        uint64_t z = 0;
+        for (int64_t b = 0; b < n; ++b) z += is_zero(b, d);
+        if (z != 0) columns.emplace_back(d, z);
       }
+      if (columns.empty()) return;
+      const int64_t slots = w.slots(), classes = w.lane_classes();
+      // The zero columns' counts are a few scattered lines of a table that
+      // is often out of cache: all requested at once, not one miss at a time.
+      for (const auto& [d, z] : columns) {
+        const uint8_t* counts = w.slot_column_nonzeros() + d * slots;
+        for (int64_t at = 0; at < slots; at += 64) __builtin_prefetch(counts + at);
+        __builtin_prefetch(counts + slots - 1);
+      }
+      std::vector<uint64_t> slot_hits(static_cast<size_t>(slots), 0);
+      for (const auto& [d, z] : columns) {
+        const uint8_t* counts = w.slot_column_nonzeros() + d * slots;
+        for (int64_t slot = 0; slot < slots; ++slot) slot_hits[static_cast<size_t>(slot)] += z * counts[slot];
+      }
+      class_hits_.assign(static_cast<size_t>(classes), 0);
+      for (int64_t slot = 0; slot < slots; ++slot)
+        class_hits_[static_cast<size_t>(slot % classes)] += slot_hits[static_cast<size_t>(slot)];
       return;
     }
     int64_t total = 0;

@@ -53,8 +53,8 @@ FastFrame FastFrame::from_trits(const int8_t* trits, int64_t rows, int64_t cols,
     uint32_t nnz = 0;
     for (int64_t d = 0; d < cols; ++d) nnz += src[d] != 0;
     if (f.slots_ > 0) {
-      uint8_t* counts = f.buffer_.data() + f.codes_bytes_ + f.slot_of(r) * f.padded_cols_;
-      for (int64_t d = 0; d < cols; ++d) counts[d] = static_cast<uint8_t>(counts[d] + (src[d] != 0));
+      uint8_t* counts = f.buffer_.data() + f.codes_bytes_ + f.slot_of(r);
+      for (int64_t d = 0; d < cols; ++d) counts[d * f.slots_] = static_cast<uint8_t>(counts[d * f.slots_] + (src[d] != 0));
     }
     for (int64_t b = 0; b < blocks; ++b) {
       const int64_t base = b * kFastBlockCols;

@@ -77,7 +77,9 @@ class FastFrame {
   const uint8_t* codes() const { return buffer_.data(); }
   const uint8_t* row_codes(int64_t r) const { return buffer_.data() + r * row_bytes(); }
   const std::vector<uint32_t>& row_nonzeros() const { return nnz_; }
-  // [slots][padded_cols], or nullptr (see above); row r is in slot_of(r).
+  // [padded_cols][slots], or nullptr (see above); row r is in slot_of(r).
+  // Column-major: a call reads the counts of its zero columns only, each
+  // column's slots in one or a few cache lines.
   const uint8_t* slot_column_nonzeros() const { return slots_ > 0 ? buffer_.data() + codes_bytes_ : nullptr; }
   int64_t slots() const { return slots_; }
   int64_t lane_classes() const { return int64_t{kLanesPerTile} * tiles_; }

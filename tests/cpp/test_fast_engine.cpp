@@ -192,11 +192,11 @@ TEST(FastFrame, SlotColumnNonzerosCountEachLaneClassPerChunk) {
   for (int64_t r = 0; r < M; ++r) {
     const int64_t slot = (r / 3825) * 15 + r % 15;
     EXPECT_EQ(f.slot_of(r), slot);
-    for (int64_t d = 0; d < K; ++d) expected[static_cast<size_t>(slot * f.padded_cols() + d)] += w[r * K + d] != 0;
+    for (int64_t d = 0; d < K; ++d) expected[static_cast<size_t>(d * 45 + slot)] += w[r * K + d] != 0;
   }
   const uint8_t* counts = f.slot_column_nonzeros();
   ASSERT_NE(counts, nullptr);
-  for (size_t i = 0; i < expected.size(); ++i) ASSERT_EQ(counts[i], expected[i]) << "slot " << i / f.padded_cols();
+  for (size_t i = 0; i < expected.size(); ++i) ASSERT_EQ(counts[i], expected[i]) << "slot " << i % 45;
   // The table is part of the frame's memory (the pool counts it).
   EXPECT_EQ(f.bytes(), static_cast<size_t>(M) * f.row_bytes() + expected.size());
 
@@ -208,7 +208,7 @@ TEST(FastFrame, SlotColumnNonzerosCountEachLaneClassPerChunk) {
   ASSERT_EQ(full.slots(), 30);
   for (int64_t slot = 0; slot < 30; ++slot)
     for (int64_t d = 0; d < 3; ++d)
-      EXPECT_EQ(full.slot_column_nonzeros()[static_cast<size_t>(slot * full.padded_cols() + d)], slot < 15 ? 255 : 1);
+      EXPECT_EQ(full.slot_column_nonzeros()[static_cast<size_t>(d * 30 + slot)], slot < 15 ? 255 : 1);
 
   auto w2 = random_weights(480, 10, 0.3, rng);
   EXPECT_EQ(FastFrame::from_trits(w2.data(), 480, 10, 1).slots(), 15);  // 480 = 32 * 15
