@@ -113,12 +113,12 @@ class ZeroPlan {
   ZeroPlan(const FastFrame& w, int64_t n, IsZero is_zero) : kp_(w.padded_cols()) {
     const int64_t cols = w.cols();
     if (w.slots() > 0) {
+      std::vector<uint64_t> zeros(static_cast<size_t>(cols), 0);
+      for (int64_t b = 0; b < n; ++b)
+        for (int64_t d = 0; d < cols; ++d) zeros[static_cast<size_t>(d)] += is_zero(b, d);
       std::vector<std::pair<int64_t, uint64_t>> columns;  // (d, batch rows zero there)
-      for (int64_t d = 0; d < cols; ++d) {
-        uint64_t z = 0;
-        for (int64_t b = 0; b < n; ++b) z += is_zero(b, d);
-        if (z != 0) columns.emplace_back(d, z);
-      }
+      for (int64_t d = 0; d < cols; ++d)
+        if (zeros[static_cast<size_t>(d)] != 0) columns.emplace_back(d, zeros[static_cast<size_t>(d)]);
       if (columns.empty()) return;
       const int64_t slots = w.slots(), classes = w.lane_classes();
       // The zero columns' counts are a few scattered lines of a table that
