@@ -124,12 +124,15 @@ void group(const Int8Job& j, int64_t r, int64_t tb0, bool prefetch) {
         _mm512_store_si512(a[buf][g][i], _mm512_gf2p8affine_epi64_epi8(v, _mm512_set1_epi64(select), 0));
       }
     }
+    // The tile loads read `a` through asm that declares no memory operand:
+    // the compiler must not sink or drop these stores past them.
+    asm volatile("" ::: "memory");
   };
   _tile_zero(0);
   if constexpr (RT * TB > 1) _tile_zero(1);
   if constexpr (RT * TB > 2) _tile_zero(2);
   if constexpr (RT * TB > 3) _tile_zero(3);
-  decode(0, 0);
+  if (j.blocks > 0) decode(0, 0);  // no columns: the zero tiles are the products
   for (int64_t b = 0; b < j.blocks; ++b) {
     if (b + 1 < j.blocks) decode(b + 1, (b + 1) & 1);
 #pragma GCC unroll 4
@@ -188,6 +191,7 @@ void int8_rows_amx(const Int8Job& j, int64_t r0, int64_t r1) {
     config.rows[t] = kTileRows;
     config.colsb[t] = kTileBytes;
   }
+  asm volatile("" ::: "memory");  // as in decode: ldtilecfg's asm declares only part of `config`
   _tile_loadconfig(&config);
   const int64_t batch_blocks = (j.n + kTileRows - 1) / kTileRows;
   // Up to two batch blocks: 32 weight rows a group; more: 16 rows against

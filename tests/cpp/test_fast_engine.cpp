@@ -497,6 +497,16 @@ TEST(FastEngine, EmptyShapes) {
     auto m0 = FastFrame::from_trits(nullptr, 0, 7, 4);
     std::vector<int8_t> x(7, 1);
     EXPECT_EQ(e.tgemm_int8(m0, x.data(), 1, nullptr), OpCounters(4));
+    // No columns with whole row groups and batch tiles (the AMX kernel's
+    // shapes), and with PT-5 rows at batch 1.
+    auto wide0 = FastFrame::from_trits(nullptr, 40, 0, 4, nullptr, Pt5Rows::Yes);
+    auto lwide0 = LaneMajorFrame::from_trits(nullptr, 40, 0, 4);
+    for (int64_t n : {1, 5, 33}) {
+      SCOPED_TRACE(testing::Message() << "isa=" << isa_name(isa) << " K=0 N=" << n);
+      std::vector<int32_t> y0(static_cast<size_t>(n * 40), 7), y0_ref(y0.size(), 9);
+      EXPECT_EQ(e.tgemm_int8(wide0, nullptr, n, y0.data()), reference::tgemm_int8(lwide0, nullptr, n, y0_ref.data()));
+      EXPECT_EQ(y0, y0_ref);
+    }
   }
 }
 
