@@ -237,9 +237,9 @@ OpCounters tgemm_counters(const FastFrame& w, int64_t n, const uint64_t* row_zer
 }
 
 // Rows per task: enough work per task to pay for a wake-up, a multiple of
-// the kernel's row group (4; kAmxRowGroup for the AMX tiles, kPt5BlockRows for
-// the PT-5 rows), and several tasks per
-// thread so a busy core does not stall the call.
+// the kernel's row group (4; kAmxRowGroup for the AMX tiles, kPt5BlockRows
+// for the PT-5 rows), and several tasks per thread so a busy core does not
+// stall the call.
 int64_t rows_per_task(int64_t rows, int64_t work_per_row, int threads, int64_t group = 4) {
   int64_t chunk = (rows + threads * 8 - 1) / (threads * 8);
   const int64_t min_rows = (int64_t{1} << 18) / std::max<int64_t>(1, work_per_row);
