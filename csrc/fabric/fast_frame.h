@@ -92,8 +92,8 @@ class FastFrame {
   int64_t pt5_pairs() const { return (cols_ + 9) / 10; }
   size_t pt5_block_bytes() const { return static_cast<size_t>(pt5_pairs()) * 64; }
   // Where in the engines' stream of frame bytes (fast_engine.cpp) this
-  // frame was last read, 0 before its first read; shared by copies of the
-  // frame. Kept for frames with PT-5 rows only.
+  // frame was last read, 0 before its first read (on the heap: an atomic
+  // does not move with the frame). Kept for frames with PT-5 rows only.
   std::atomic<uint64_t>& last_read() const { return *last_read_; }
   size_t codes_bytes() const { return codes_bytes_; }
   size_t pt5_bytes() const { return pt5_bytes_; }
