@@ -9,6 +9,22 @@
 
 namespace tfmbs::fabric {
 
+void FastFrame::swap(FastFrame& other) noexcept {
+  using std::swap;
+  swap(buffer_, other.buffer_);
+  swap(nnz_, other.nnz_);
+  swap(class_nnz_, other.class_nnz_);
+  swap(codes_bytes_, other.codes_bytes_);
+  swap(pt5_offset_, other.pt5_offset_);
+  swap(pt5_bytes_, other.pt5_bytes_);
+  swap(last_read_, other.last_read_);
+  swap(rows_, other.rows_);
+  swap(cols_, other.cols_);
+  swap(padded_cols_, other.padded_cols_);
+  swap(slots_, other.slots_);
+  swap(tiles_, other.tiles_);
+}
+
 FastFrame FastFrame::from_trits(const int8_t* trits, int64_t rows, int64_t cols, int tiles,
                                 FabricPool* pool, Pt5Rows pt5_rows) {
   check_frame_shape(rows, cols, tiles);

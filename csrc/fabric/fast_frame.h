@@ -37,6 +37,7 @@
 #include <cstddef>
 #include <cstdint>
 #include <memory>
+#include <utility>
 #include <vector>
 
 #include "fabric/frame_buffer.h"
@@ -59,6 +60,13 @@ enum class Pt5Rows : uint8_t { Auto, Yes, No };
 class FastFrame {
  public:
   FastFrame() = default;
+  // A moved-from frame is empty, as a default-constructed one.
+  FastFrame(FastFrame&& other) noexcept { swap(other); }
+  FastFrame& operator=(FastFrame&& other) noexcept {
+    FastFrame(std::move(other)).swap(*this);
+    return *this;
+  }
+  void swap(FastFrame& other) noexcept;
   // trits[rows*cols] row-major, each in {-1,0,1} (else FabricError(ErrPack)
   // naming row, column, value). tiles = the fabric's tile count (the
   // counters are laid out by tile); pool may be nullptr (heap).

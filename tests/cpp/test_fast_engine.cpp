@@ -179,6 +179,38 @@ TEST(FastFrame, LivesInThePoolWhenGivenOne) {
   EXPECT_EQ(f.to_trits(), w);
 }
 
+// A frame moved from is empty (no dangling views into the memory it gave
+// away); the frame moved to, and one moved back by assignment, hold it all.
+TEST(FastFrame, MovedFromFrameIsEmpty) {
+  std::mt19937 rng(4);
+  const int64_t M = 2048, K = 300;  // slot table and PT-5 rows at 4 tiles
+  auto w = random_weights(M, K, 0.3, rng);
+  auto a = FastFrame::from_trits(w.data(), M, K, 4, nullptr, Pt5Rows::Yes);
+  ASSERT_GT(a.slots(), 0);
+  const size_t bytes = a.bytes();
+  FastFrame b(std::move(a));
+  EXPECT_EQ(a.rows(), 0);  // NOLINT(bugprone-use-after-move): what is tested
+  EXPECT_EQ(a.cols(), 0);
+  EXPECT_EQ(a.bytes(), 0u);
+  EXPECT_EQ(a.codes(), nullptr);
+  EXPECT_EQ(a.slots(), 0);
+  EXPECT_EQ(a.slot_column_nonzeros(), nullptr);
+  EXPECT_EQ(a.pt5_rows(), nullptr);
+  EXPECT_TRUE(a.row_nonzeros().empty());
+  EXPECT_EQ(b.bytes(), bytes);
+  EXPECT_NE(b.pt5_rows(), nullptr);
+  EXPECT_EQ(b.to_trits(), w);
+  a = std::move(b);
+  EXPECT_EQ(b.bytes(), 0u);
+  EXPECT_EQ(b.pt5_rows(), nullptr);
+  EXPECT_EQ(a.to_trits(), w);
+  std::vector<int8_t> x = random_int8(K, 0.1, rng);
+  std::vector<int32_t> y(M), expected(M);
+  FastEngine().tgemm_int8(a, x.data(), 1, y.data());
+  reference::tgemm_int8(LaneMajorFrame::from_trits(w.data(), M, K, 4), x.data(), 1, expected.data());
+  EXPECT_EQ(y, expected);
+}
+
 // The slot counts against a count over the trits, with a frame of several
 // 255-rows-per-class chunks; and which frames keep them (rows >= 32 slots).
 TEST(FastFrame, SlotColumnNonzerosCountEachLaneClassPerChunk) {
