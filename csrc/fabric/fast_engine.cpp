@@ -97,6 +97,69 @@ void check_batch(int64_t n, const char* op) {
   if (n < 0) throw std::invalid_argument(std::string(op) + ": batch rows N=" + std::to_string(n) + " must be >= 0");
 }
 
+// A column with zero activations, and in how many batch rows.
+struct ZeroColumn {
+  int64_t d;
+  uint64_t rows;
+};
+
+template <typename IsZero>
+std::vector<ZeroColumn> zero_columns(int64_t n, int64_t cols, IsZero is_zero) {
+  std::vector<ZeroColumn> columns;
+  if (n == 1) {  // a decode step: no per-column tally to fill and scan
+    // 64 columns' zero flags as a bit mask (no branch per column, which
+    // would mispredict at each zero), then its set bits.
+    for (int64_t base = 0; base < cols; base += 64) {
+      const int64_t width = std::min<int64_t>(64, cols - base);
+      uint64_t mask = 0;
+      for (int64_t i = 0; i < width; ++i) mask |= static_cast<uint64_t>(is_zero(0, base + i)) << i;
+      for (; mask != 0; mask &= mask - 1) columns.push_back({base + __builtin_ctzll(mask), 1});
+    }
+    return columns;
+  }
+  std::vector<uint64_t> zeros(static_cast<size_t>(cols), 0);
+  for (int64_t b = 0; b < n; ++b)
+    for (int64_t d = 0; d < cols; ++d) zeros[static_cast<size_t>(d)] += is_zero(b, d);
+  for (int64_t d = 0; d < cols; ++d)
+    if (zeros[static_cast<size_t>(d)] != 0) columns.push_back({d, zeros[static_cast<size_t>(d)]});
+  return columns;
+}
+
+// Per slot: sum over the columns of rows x the slot's count there. Summed in
+// 16-bit lanes (twice the lanes of 32 per vector), moved to 64 bits before
+// they could wrap; a column zero in more than 257 batch rows goes straight
+// to 64 bits.
+std::vector<uint64_t> sum_slot_counts(const FastFrame& w, const std::vector<ZeroColumn>& columns) {
+  const int64_t slots = w.slots();
+  std::vector<uint64_t> total(static_cast<size_t>(slots), 0);
+  std::vector<uint16_t> part(static_cast<size_t>(slots), 0);
+  uint64_t room = UINT16_MAX;  // what part's lanes can still take
+  auto flush = [&] {
+    for (int64_t s = 0; s < slots; ++s) total[static_cast<size_t>(s)] += part[static_cast<size_t>(s)];
+    std::fill(part.begin(), part.end(), uint16_t{0});
+    room = UINT16_MAX;
+  };
+  for (const ZeroColumn& c : columns) {
+    const uint8_t* counts = w.slot_column_nonzeros() + c.d * slots;
+    const uint64_t most = 255 * c.rows;
+    if (most > UINT16_MAX) {
+      for (int64_t s = 0; s < slots; ++s) total[static_cast<size_t>(s)] += c.rows * counts[s];
+      continue;
+    }
+    if (most > room) flush();
+    room -= most;
+    uint16_t* p = part.data();
+    const auto z = static_cast<uint16_t>(c.rows);
+    if (z == 1) {
+      for (int64_t s = 0; s < slots; ++s) p[s] = static_cast<uint16_t>(p[s] + counts[s]);
+    } else {
+      for (int64_t s = 0; s < slots; ++s) p[s] = static_cast<uint16_t>(p[s] + z * counts[s]);
+    }
+  }
+  flush();
+  return total;
+}
+
 // How the zero-skip counts are corrected for zero activations (see
 // fast_engine.h): sum_n #{d : w[r,d] != 0, x[n,d] == 0}, summed per lane
 // class (the rows the counters add up; FastFrame).
@@ -113,26 +176,17 @@ class ZeroPlan {
   ZeroPlan(const FastFrame& w, int64_t n, IsZero is_zero) : kp_(w.padded_cols()) {
     const int64_t cols = w.cols();
     if (w.slots() > 0) {
-      std::vector<uint64_t> zeros(static_cast<size_t>(cols), 0);
-      for (int64_t b = 0; b < n; ++b)
-        for (int64_t d = 0; d < cols; ++d) zeros[static_cast<size_t>(d)] += is_zero(b, d);
-      std::vector<std::pair<int64_t, uint64_t>> columns;  // (d, batch rows zero there)
-      for (int64_t d = 0; d < cols; ++d)
-        if (zeros[static_cast<size_t>(d)] != 0) columns.emplace_back(d, zeros[static_cast<size_t>(d)]);
+      const std::vector<ZeroColumn> columns = zero_columns(n, cols, is_zero);
       if (columns.empty()) return;
       const int64_t slots = w.slots(), classes = w.lane_classes();
       // The zero columns' counts are a few scattered lines of a table that
       // is often out of cache: all requested at once, not one miss at a time.
-      for (const auto& [d, z] : columns) {
-        const uint8_t* counts = w.slot_column_nonzeros() + d * slots;
+      for (const ZeroColumn& c : columns) {
+        const uint8_t* counts = w.slot_column_nonzeros() + c.d * slots;
         for (int64_t at = 0; at < slots; at += 64) __builtin_prefetch(counts + at);
         __builtin_prefetch(counts + slots - 1);
       }
-      std::vector<uint64_t> slot_hits(static_cast<size_t>(slots), 0);
-      for (const auto& [d, z] : columns) {
-        const uint8_t* counts = w.slot_column_nonzeros() + d * slots;
-        for (int64_t slot = 0; slot < slots; ++slot) slot_hits[static_cast<size_t>(slot)] += z * counts[slot];
-      }
+      const std::vector<uint64_t> slot_hits = sum_slot_counts(w, columns);
       class_hits_.assign(static_cast<size_t>(classes), 0);
       for (int64_t slot = 0; slot < slots; ++slot)
         class_hits_[static_cast<size_t>(slot % classes)] += slot_hits[static_cast<size_t>(slot)];
@@ -318,14 +372,15 @@ OpCounters FastEngine::run_int8(const FastFrame& w, const int8_t* x, int64_t n, 
     if (cols > 0) std::memcpy(dst, src, static_cast<size_t>(cols));
     if (kp > cols) std::memset(dst + cols, 0, static_cast<size_t>(kp - cols));
     uint32_t sum = 0;
-    int64_t l1 = 0;
     uint8_t zeros = 0;
     for (int64_t d = 0; d < cols; ++d) {
-      const int v = src[d];
-      sum += static_cast<uint32_t>(v);
-      l1 += v < 0 ? -v : v;
-      zeros |= v == 0;
+      sum += static_cast<uint32_t>(src[d]);
+      zeros |= src[d] == 0;
     }
+    // |x| <= 128: the lanes' prefix sums can leave int32 only past this K.
+    int64_t l1 = 0;
+    if (cols > INT32_MAX / 128)
+      for (int64_t d = 0; d < cols; ++d) l1 += src[d] < 0 ? -src[d] : src[d];
     if (fuse_zeros && zeros) {
       for (int64_t d = 0; d < cols; ++d) zero_counts[d] = static_cast<uint8_t>(zero_counts[d] + (src[d] == 0));
     }

@@ -473,6 +473,28 @@ TEST(FastEngine, MultiTaskFramesMatchReference) {
 // three 255-rows-per-class chunks; 479 rows on 1 tile keep no slot counts;
 // 300 x 2300 on 4 tiles has none either and a K past 2048 that is not a
 // multiple of 256, where the AVX2 kernel maps its zero slices to columns.
+// Slot counts at their largest (255 nonzero rows per class and column)
+// summed over more zero columns, and batch rows, than 16 bits hold.
+TEST(FastEngine, ZeroSkipCountersFromFullSlotCountsMatchReference) {
+  const int64_t M = 255 * 15, K = 260;  // 1 tile: one chunk of full slots
+  std::vector<int8_t> w(static_cast<size_t>(M * K));
+  for (size_t i = 0; i < w.size(); ++i) w[i] = i % 3 == 0 ? 1 : -1;
+  auto lm = LaneMajorFrame::from_trits(w.data(), M, K, 1);
+  auto ff = FastFrame::from_trits(w.data(), M, K, 1);
+  ASSERT_EQ(ff.slots(), 15);
+  for (int64_t n : {1, 3, 257, 258}) {
+    std::vector<int8_t> x(static_cast<size_t>(n * K), 0);
+    x[0] = 5;  // one nonzero: column 0 is zero in n - 1 rows
+    std::vector<int32_t> y_ref(static_cast<size_t>(n * M)), y(y_ref.size());
+    const OpCounters c_ref = reference::tgemm_int8(lm, x.data(), n, y_ref.data());
+    for (Isa isa : supported_isas()) {
+      SCOPED_TRACE(testing::Message() << "N=" << n << " isa=" << isa_name(isa));
+      EXPECT_COUNTERS_EQ(c_ref, FastEngine(FastEngineOptions{isa, 2, &test_pool()}).tgemm_int8(ff, x.data(), n, y.data()));
+      ASSERT_EQ(y, y_ref);
+    }
+  }
+}
+
 TEST(FastEngine, ZeroSkipCountersFromSlotCountsAndFromRowsMatchReference) {
   std::mt19937 rng(7700);
   struct Case {
