@@ -347,6 +347,69 @@ def test_inference_call_of_a_dropped_latent_layer_matches_cpu_and_follows_change
 
 
 @pytest.mark.parametrize("inference", [False, True])
+def test_inference_call_is_the_op_for_modes_subclasses_and_the_profiler(inference):
+    # The no-grad call skips the Python op binding (nn.py's fast path), yet
+    # a torch function mode, a tensor subclass's __torch_function__, a
+    # dispatch mode and torch.profiler all still see tfmbs::ternary_linear,
+    # with the same result as the CPU layer.
+    from torch.overrides import TorchFunctionMode
+    from torch.utils._python_dispatch import TorchDispatchMode
+
+    op = torch.ops.tfmbs.ternary_linear.default
+
+    class FunctionLog(TorchFunctionMode):
+        def __init__(self):
+            super().__init__()
+            self.ops = []
+
+        def __torch_function__(self, func, types, args=(), kwargs=None):
+            self.ops.append(func)
+            return func(*args, **(kwargs or {}))
+
+    class DispatchLog(TorchDispatchMode):
+        def __init__(self):
+            super().__init__()
+            self.ops = []
+
+        def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+            self.ops.append(func)
+            return func(*args, **(kwargs or {}))
+
+    class Logged(torch.Tensor):
+        ops = []
+
+        @classmethod
+        def __torch_function__(cls, func, types, args=(), kwargs=None):
+            cls.ops.append(func)
+            return super().__torch_function__(func, types, args, kwargs or {})
+
+    torch.manual_seed(5)
+    cpu = TFMBSLinear(40, 12).eval()
+    cpu.drop_latent()
+    dev = TFMBSLinear(40, 12).eval()
+    dev.drop_latent()
+    dev.load_state_dict(cpu.state_dict())
+    dev.to("tfmbs")
+    x = torch.randn(3, 40)
+    expected = cpu(x).detach()
+    xd = x.to("tfmbs")
+    guard = torch.inference_mode() if inference else torch.no_grad()
+    with guard:
+        with FunctionLog() as functions:
+            assert torch.equal(dev(xd).cpu(), expected)
+        assert op in functions.ops
+        with DispatchLog() as dispatched:
+            assert torch.equal(dev(xd).cpu(), expected)
+        assert op in dispatched.ops
+        y = dev(xd.as_subclass(Logged))
+        assert op in Logged.ops and type(y) is Logged
+        assert torch.equal(torch.Tensor(y).cpu(), expected)
+        with torch.profiler.profile() as prof:
+            dev(xd)
+        assert "tfmbs::ternary_linear" in [e.name for e in prof.events()]
+
+
+@pytest.mark.parametrize("inference", [False, True])
 def test_inference_call_follows_a_parametrized_weight_and_bias(inference):
     # A parametrization moves `weight` (and `bias`) out of _parameters: the
     # fast path must not take that for a dropped latent weight and reuse a

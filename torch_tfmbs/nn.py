@@ -15,7 +15,7 @@ weight, passed straight through the ternarization.
 import torch
 from torch import nn
 
-from . import _layer_names, quant
+from . import _C, _layer_names, quant
 from .quant import dequantize
 from .ternary import linear_grads
 
@@ -310,17 +310,22 @@ class TFMBSLinear(nn.Linear):
     # -------------------------------------------------------------- forward
     def forward(self, x):
         # Inference on a layer whose packed form is the weight: nothing to
-        # repack or check, one call into the op. The tensors are read from
-        # the module's dicts (nn.Module.__getattr__ costs about a microsecond
-        # per name, which a decode step pays in every layer); a weight or
-        # bias that is not there (a parametrization moved it) is read as an
-        # attribute, by the path below.
+        # repack or check, one call into C++, which dispatches the op (None:
+        # the call needs the path below: gradients on, a tensor subclass or
+        # torch function mode, float64 input). The tensors are read from the
+        # module's dicts (nn.Module.__getattr__ costs about a microsecond per
+        # name, which a decode step pays in every layer); a weight or bias
+        # that is not there (a parametrization moved it) is read as an
+        # attribute, by the path below. torch.compile traces the op itself.
         params, packed = self._parameters, self._buffers.get("packed_weight")
         if (packed is not None and "weight" in params and params["weight"] is None
-                and not torch.is_grad_enabled() and x.dtype != torch.float64):
+                and not torch.compiler.is_compiling()):
             bias = params["bias"] if "bias" in params else self.bias
-            return _ternary_linear_no_grad(x, packed, self._buffers.get("weight_scale"), bias,
-                                           self.out_features, self.in_features, self.packing, self.act_mode)
+            y = _C.ternary_linear_inference(x, packed, self._buffers.get("weight_scale"), bias,
+                                            self.out_features, self.in_features, self.packing,
+                                            self.act_mode)
+            if y is not None:
+                return y
         self._maybe_repack()
         w, b = self.weight, self.bias
         if w is None and self.training and _needs_grad(x, b):

@@ -20,6 +20,7 @@
 #include "device/StreamWork.h"
 #include "device/TfmbsAllocator.h"
 #include "device/TfmbsDevices.h"
+#include "python/LinearCall.h"
 
 namespace py = pybind11;
 
@@ -175,6 +176,7 @@ PYBIND11_MODULE(_C, m) {
   using namespace tfmbs;
   set_blocking_wait(&wait_without_gil);
   m.def("_init", &init);
+  bind_linear_call(m);
   m.def("await_streams", [] { await_current_streams(); });
   m.def("synchronize", [](int64_t index) { synchronize_streams(resolve_device(index)); });
   // torch.cuda._sleep's counterpart, for tests: the current stream of
