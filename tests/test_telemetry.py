@@ -113,6 +113,26 @@ def test_profiler_table_lists_fabric_and_host_ops(fresh):
     assert "tfmbs::fabric_tgemm" in table and "host" in table
 
 
+def test_profiler_rows_split_fabric_ops_into_engine_and_host_time(fresh):
+    # A fabric op's row says how much of its wall time the engine ran; host
+    # ops have no engine part. Both fabric ops: the per-call tgemm and a
+    # resident layer's ternary_linear.
+    from torch_tfmbs.nn import TFMBSLinear
+    layer = TFMBSLinear(64, 32).eval().to("tfmbs")
+    w = torch.randint(-1, 2, (8, 16), dtype=torch.int8)
+    x = torch.randint(-5, 6, (4, 16), dtype=torch.int8).to("tfmbs")
+    with torch.no_grad(), torch_tfmbs.profiler() as prof:
+        fabric.tgemm(w, x) + 1
+        layer(torch.randn(3, 64).to("tfmbs"))
+    rows = {r["op"]: r for r in prof.rows}
+    for op in ("tfmbs::fabric_tgemm", "tfmbs::ternary_linear"):
+        assert 0 < rows[op]["engine_ns"] <= rows[op]["wall_ns"], rows[op]
+    assert rows["aten::add.Tensor"]["engine_ns"] == 0
+    sums = {g["op"]: g for g in prof.key_averages()}
+    assert sums["tfmbs::ternary_linear"]["engine_ns"] == rows["tfmbs::ternary_linear"]["engine_ns"]
+    assert "engine ms" in prof.table()
+
+
 def test_bad_input_is_a_clear_error(fresh):
     x = torch.ones(2, 4, dtype=torch.int8, device="tfmbs")
     with pytest.raises(RuntimeError, match=r"input must be \[N, 3\]"):

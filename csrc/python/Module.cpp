@@ -256,6 +256,7 @@ PYBIND11_MODULE(_C, m) {
       row["device"] = r.device;
       row["bytes"] = r.bytes;
       row["wall_ns"] = r.wall_ns;
+      row["engine_ns"] = r.engine_ns;
       rows.append(row);
     }
     return rows;

@@ -48,6 +48,17 @@ class OpLogScope {
   OpLogScope& operator=(const OpLogScope&) = delete;
   // Whether a profiler records (fill `record` only then).
   bool enabled() const { return enabled_; }
+  // Runs the fabric engine's part of the op; while a profiler records, its
+  // time goes to record.engine_ns.
+  template <typename Fn>
+  auto time_engine(Fn&& fn) {
+    if (!enabled_) return fn();
+    const auto start = std::chrono::steady_clock::now();
+    auto result = fn();
+    record.engine_ns += static_cast<uint64_t>(
+        std::chrono::duration_cast<std::chrono::nanoseconds>(std::chrono::steady_clock::now() - start).count());
+    return result;
+  }
   OpRecord record;
 
  private:

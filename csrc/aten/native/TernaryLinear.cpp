@@ -148,8 +148,10 @@ void run_ternary_linear(const at::Tensor& input, const at::Tensor& packed, const
     if (a.mode == ActMode::Fp32) {
       std::vector<float> big;
       float* acc = scratch_buffer(big, static_cast<size_t>(n * m));
-      counters = fabric::run_tgemm(fast, frame.fast.get(), frame.lane_major.get(), fabric::ActivationKind::Fp32,
-                                   h.x.data_ptr<float>(), n, acc);
+      counters = log.time_engine([&] {
+        return fabric::run_tgemm(fast, frame.fast.get(), frame.lane_major.get(), fabric::ActivationKind::Fp32,
+                                 h.x.data_ptr<float>(), n, acc);
+      });
       epilogue(acc, nullptr, sc, per_row, bs, n, m, y.data_ptr<float>());
     } else {
       thread_local Activations act;
@@ -157,7 +159,9 @@ void run_ternary_linear(const at::Tensor& input, const at::Tensor& packed, const
       std::vector<int32_t> big;
       int32_t* acc = scratch_buffer(big, static_cast<size_t>(n * m));
       const auto kind = a.mode == ActMode::Int8 ? fabric::ActivationKind::Int8 : fabric::ActivationKind::Ternary;
-      counters = fabric::run_tgemm(fast, frame.fast.get(), frame.lane_major.get(), kind, act.q.data(), n, acc);
+      counters = log.time_engine([&] {
+        return fabric::run_tgemm(fast, frame.fast.get(), frame.lane_major.get(), kind, act.q.data(), n, acc);
+      });
       epilogue(acc, act.token.data(), sc, per_row, bs, n, m, y.data_ptr<float>());
     }
   } catch (const fabric::FabricError& e) {
