@@ -9,13 +9,17 @@ namespace tfmbs::fabric::quant_detail {
 
 void quantize_row_int8_avx2(const float* __restrict x, int64_t k, int8_t* __restrict q, float* factor) {
   const __m256 abs_mask = _mm256_castsi256_ps(_mm256_set1_epi32(0x7fffffff));
-  __m256 vmax = _mm256_setzero_ps();
-  int64_t d = 0;
   // max_ps returns its second operand when either is NaN: NaNs are ignored,
-  // as in the scalar loop.
-  for (; d + 8 <= k; d += 8) vmax = _mm256_max_ps(_mm256_and_ps(_mm256_loadu_ps(x + d), abs_mask), vmax);
+  // as in the scalar loop. Four running maxima: one would wait on max_ps's
+  // latency every 8 elements.
+  __m256 vmax[4] = {_mm256_setzero_ps(), _mm256_setzero_ps(), _mm256_setzero_ps(), _mm256_setzero_ps()};
+  int64_t d = 0;
+  for (; d + 32 <= k; d += 32)
+    for (int u = 0; u < 4; ++u)
+      vmax[u] = _mm256_max_ps(_mm256_and_ps(_mm256_loadu_ps(x + d + 8 * u), abs_mask), vmax[u]);
+  for (; d + 8 <= k; d += 8) vmax[0] = _mm256_max_ps(_mm256_and_ps(_mm256_loadu_ps(x + d), abs_mask), vmax[0]);
   alignas(32) float lanes[8];
-  _mm256_store_ps(lanes, vmax);
+  _mm256_store_ps(lanes, _mm256_max_ps(_mm256_max_ps(vmax[0], vmax[1]), _mm256_max_ps(vmax[2], vmax[3])));
   float amax = 0.0f;
   for (float l : lanes) amax = l > amax ? l : amax;
   for (; d < k; ++d) {

@@ -58,14 +58,17 @@ void quantize(ActMode mode, const float* x, int64_t n, int64_t k, Activations& o
 template <typename Acc>
 void epilogue_row(const Acc* __restrict a, float t, const float* __restrict scale, bool per_row,
                   const float* __restrict bias, int64_t m, float* __restrict y) {
-  if (per_row) {
+  // One pass per case (the compiler vectorizes each loop).
+  const float s = scale[0];
+  if (per_row && bias) {
+    for (int64_t r = 0; r < m; ++r) y[r] = (static_cast<float>(a[r]) * t) * scale[r] + bias[r];
+  } else if (per_row) {
     for (int64_t r = 0; r < m; ++r) y[r] = (static_cast<float>(a[r]) * t) * scale[r];
+  } else if (bias) {
+    for (int64_t r = 0; r < m; ++r) y[r] = (static_cast<float>(a[r]) * t) * s + bias[r];
   } else {
-    const float s = scale[0];
     for (int64_t r = 0; r < m; ++r) y[r] = (static_cast<float>(a[r]) * t) * s;
   }
-  if (bias)
-    for (int64_t r = 0; r < m; ++r) y[r] = y[r] + bias[r];
 }
 
 template <typename Acc>
