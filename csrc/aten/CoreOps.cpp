@@ -99,6 +99,8 @@ at::Tensor& set_empty(at::Tensor& self) {
 // `self`). Both sides are host memory, so PyTorch's CPU copy does the work:
 // broadcasting, dtype conversion and strides included.
 void copy_now(const at::Tensor& self, const at::Tensor& dst) {
+  for (const at::Tensor* host_side : {&self, &dst})
+    if (host_side->device().type() != kTfmbs) check_storage_holds(*host_side);
   CpuAliases aliases;  // one CPU storage per device storage: overlaps raise as on CPU
   auto alias = [&](const at::Tensor& t) { return t.device().type() == kTfmbs ? aliases(t) : t; };
   at::Tensor cpu_dst = alias(dst);

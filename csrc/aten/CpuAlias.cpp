@@ -46,6 +46,10 @@ c10::Storage cpu_storage_over(const c10::Storage& storage) {
 void check_allocated(const at::Tensor& tensor) {
   check_not_forked();
   await_current_stream(tensor.device().index());
+  check_storage_holds(tensor);
+}
+
+void check_storage_holds(const at::Tensor& tensor) {
   if (tensor.numel() == 0) return;
   const c10::Storage& storage = tensor.storage();
   const size_t need = at::detail::computeStorageNbytes(tensor.sizes(), tensor.strides(),

@@ -16,6 +16,9 @@ namespace tfmbs {
 // first waits for the work queued on the tensor's device's current stream
 // (device/StreamWork.h).
 void check_allocated(const at::Tensor& tensor);
+// The storage part of that check alone, for CPU tensors too (CPU's own
+// kernels read a freed storage's null pointer).
+void check_storage_holds(const at::Tensor& tensor);
 
 // CPU views of the device tensors of one op call. Views of one device
 // storage share one CPU storage, and one device tensor passed twice gets one
