@@ -44,6 +44,34 @@ def test_freed_packed_weight_raises_cpus_error_and_keeps_device_data():
     assert keep.cpu().tolist() == [0.0, 1.0, 2.0, 3.0, 4.0] and x.isfinite().all().item()
 
 
+def test_copy_to_or_from_a_freed_cpu_tensor_raises():
+    # CPU's own copy kernel reads a freed storage's null pointer (it crashes
+    # there): a copy between tfmbs and such a tensor raises instead, and
+    # leaves the device tensor as it was.
+    freed = torch.randn(8)
+    freed.untyped_storage().resize_(0)
+    with pytest.raises(RuntimeError, match=NOT_ALLOCATED):
+        freed.to("tfmbs")
+    dev = torch.arange(8.0).to("tfmbs")
+    with pytest.raises(RuntimeError, match=NOT_ALLOCATED):
+        dev.copy_(freed)
+    with pytest.raises(RuntimeError, match=NOT_ALLOCATED):
+        freed.copy_(dev)
+    assert dev.cpu().tolist() == [float(i) for i in range(8)]
+
+
+def test_freed_input_scale_or_bias_raises_cpus_error():
+    # The op reads float32 operands in place: each is checked first.
+    packed, scale = layer(8, 20, 1)
+    args = {"x": torch.randn(3, 20), "scale": scale, "bias": torch.randn(8)}
+    for device in ("cpu", "tfmbs"):
+        for freed in args:
+            operands = {name: t.to(device, copy=True) for name, t in args.items()}
+            operands[freed].untyped_storage().resize_(0)
+            with pytest.raises(RuntimeError, match=NOT_ALLOCATED):
+                op(operands["x"], packed.to(device), operands["scale"], operands["bias"], 8, 20)
+
+
 # --------------------------------------------------------------------- fork
 
 def test_dataloader_workers_fail_at_once_with_a_clear_error():

@@ -357,23 +357,17 @@ def test_inference_call_is_the_op_for_modes_subclasses_and_the_profiler(inferenc
 
     op = torch.ops.tfmbs.ternary_linear.default
 
-    class FunctionLog(TorchFunctionMode):
-        def __init__(self):
-            super().__init__()
-            self.ops = []
+    def record(mode, func, types, args=(), kwargs=None):
+        mode.ops.append(func)
+        return func(*args, **(kwargs or {}))
 
-        def __torch_function__(self, func, types, args=(), kwargs=None):
-            self.ops.append(func)
-            return func(*args, **(kwargs or {}))
+    class FunctionLog(TorchFunctionMode):
+        ops = []
+        __torch_function__ = record
 
     class DispatchLog(TorchDispatchMode):
-        def __init__(self):
-            super().__init__()
-            self.ops = []
-
-        def __torch_dispatch__(self, func, types, args=(), kwargs=None):
-            self.ops.append(func)
-            return func(*args, **(kwargs or {}))
+        ops = []
+        __torch_dispatch__ = record
 
     class Logged(torch.Tensor):
         ops = []

@@ -86,18 +86,33 @@ void epilogue(const Acc* acc, const float* token, const float* scale, bool per_r
   });
 }
 
+// A float32 operand's host address: the tensor's own memory when it is
+// float32 and contiguous (the pool is host memory), else a converted copy
+// kept in `copy`.
+const float* float_operand(const at::Tensor& t, at::Tensor& copy) {
+  if (t.scalar_type() == at::kFloat && t.is_contiguous()) {
+    if (t.device().type() == kTfmbs) check_allocated(t);
+    return t.const_data_ptr<float>();
+  }
+  copy = host(t).to(at::kFloat).contiguous();
+  return copy.const_data_ptr<float>();
+}
+
 struct HostOperands {
-  at::Tensor x;      // float32 contiguous [n, k] (CPU view or copy)
-  at::Tensor scale;  // float32 contiguous
-  at::Tensor bias;   // float32 contiguous or undefined
+  const float* x = nullptr;      // [n, k]
+  const float* scale = nullptr;  // one value, or one per output row
+  bool per_row_scale = false;
+  const float* bias = nullptr;   // one per output row, or null
+  at::Tensor copies[3];          // operands that had to be converted
 };
 
 HostOperands host_operands(const at::Tensor& input, const at::Tensor& scale,
-                           const std::optional<at::Tensor>& bias, const LinearArgs& a) {
+                           const std::optional<at::Tensor>& bias) {
   HostOperands h;
-  h.x = host(input).reshape({a.n, a.k}).to(at::kFloat).contiguous();
-  h.scale = host(scale).to(at::kFloat).contiguous().reshape(-1);
-  if (bias && bias->defined()) h.bias = host(*bias).to(at::kFloat).contiguous();
+  h.x = float_operand(input, h.copies[0]);
+  h.scale = float_operand(scale, h.copies[1]);
+  h.per_row_scale = scale.numel() > 1;
+  if (bias && bias->defined()) h.bias = float_operand(*bias, h.copies[2]);
   return h;
 }
 
@@ -138,10 +153,7 @@ void run_ternary_linear(const at::Tensor& input, const at::Tensor& packed, const
   const c10::DeviceIndex dev = input.device().index();
   const ResidentFrame frame = resident_frame(packed, a, reference);
   const int64_t n = a.n, m = a.m, k = a.k;
-  HostOperands h = host_operands(input, scale, bias, a);
-  const float* sc = h.scale.data_ptr<float>();
-  const bool per_row = h.scale.numel() > 1;
-  const float* bs = h.bias.defined() ? h.bias.data_ptr<float>() : nullptr;
+  const HostOperands h = host_operands(input, scale, bias);
   const bool direct = input.scalar_type() == at::kFloat;
   // float32 output: the epilogue writes straight into device memory.
   at::Tensor y = direct ? host(out).view({n, m}) : at::empty({n, m}, at::kFloat);
@@ -153,19 +165,19 @@ void run_ternary_linear(const at::Tensor& input, const at::Tensor& packed, const
       float* acc = scratch_buffer(big, static_cast<size_t>(n * m));
       counters = log.time_engine([&] {
         return fabric::run_tgemm(fast, frame.fast.get(), frame.lane_major.get(), fabric::ActivationKind::Fp32,
-                                 h.x.data_ptr<float>(), n, acc);
+                                 h.x, n, acc);
       });
-      epilogue(acc, nullptr, sc, per_row, bs, n, m, y.data_ptr<float>());
+      epilogue(acc, nullptr, h.scale, h.per_row_scale, h.bias, n, m, y.data_ptr<float>());
     } else {
       thread_local Activations act;
-      quantize(a.mode, h.x.data_ptr<float>(), n, k, act);
+      quantize(a.mode, h.x, n, k, act);
       std::vector<int32_t> big;
       int32_t* acc = scratch_buffer(big, static_cast<size_t>(n * m));
       const auto kind = a.mode == ActMode::Int8 ? fabric::ActivationKind::Int8 : fabric::ActivationKind::Ternary;
       counters = log.time_engine([&] {
         return fabric::run_tgemm(fast, frame.fast.get(), frame.lane_major.get(), kind, act.q.data(), n, acc);
       });
-      epilogue(acc, act.token.data(), sc, per_row, bs, n, m, y.data_ptr<float>());
+      epilogue(acc, act.token.data(), h.scale, h.per_row_scale, h.bias, n, m, y.data_ptr<float>());
     }
   } catch (const fabric::FabricError& e) {
     TORCH_CHECK(false, "tfmbs.ternary_linear: the fabric rejected the op: ", e.what());
@@ -198,14 +210,11 @@ at::Tensor ternary_linear_cpu(const at::Tensor& input, const at::Tensor& packed,
   const at::Tensor flat = packed.reshape(-1);
   at::Tensor w = a.packing == Packing::Pt5 ? unpack_pt5(flat, m * k) : unpack_t2b(flat, m * k);  // int8 [m*k]
   const int8_t* wt = w.data_ptr<int8_t>();
-  HostOperands h = host_operands(input, scale, bias, a);
-  const float* sc = h.scale.data_ptr<float>();
-  const bool per_row = h.scale.numel() > 1;
-  const float* bs = h.bias.defined() ? h.bias.data_ptr<float>() : nullptr;
+  const HostOperands h = host_operands(input, scale, bias);
   at::Tensor y = at::empty({n, m}, at::kFloat);
   if (a.mode == ActMode::Fp32) {
     std::vector<float> acc(static_cast<size_t>(n * m));
-    const float* x = h.x.data_ptr<float>();
+    const float* x = h.x;
     at::parallel_for(0, m, 16, [&](int64_t r0, int64_t r1) {
       for (int64_t r = r0; r < r1; ++r) {
         for (int64_t b = 0; b < n; ++b) {
@@ -213,10 +222,10 @@ at::Tensor ternary_linear_cpu(const at::Tensor& input, const at::Tensor& packed,
         }
       }
     });
-    epilogue(acc.data(), nullptr, sc, per_row, bs, n, m, y.data_ptr<float>());
+    epilogue(acc.data(), nullptr, h.scale, h.per_row_scale, h.bias, n, m, y.data_ptr<float>());
   } else {
     Activations act;
-    quantize(a.mode, h.x.data_ptr<float>(), n, k, act);
+    quantize(a.mode, h.x, n, k, act);
     std::vector<int32_t> acc(static_cast<size_t>(n * m));
     at::parallel_for(0, m, 16, [&](int64_t r0, int64_t r1) {
       for (int64_t r = r0; r < r1; ++r) {
@@ -225,7 +234,7 @@ at::Tensor ternary_linear_cpu(const at::Tensor& input, const at::Tensor& packed,
         }
       }
     });
-    epilogue(acc.data(), act.token.data(), sc, per_row, bs, n, m, y.data_ptr<float>());
+    epilogue(acc.data(), act.token.data(), h.scale, h.per_row_scale, h.bias, n, m, y.data_ptr<float>());
   }
   return make_output(input, m, y);
 }
