@@ -107,14 +107,8 @@ template <typename IsZero>
 std::vector<ZeroColumn> zero_columns(int64_t n, int64_t cols, IsZero is_zero) {
   std::vector<ZeroColumn> columns;
   if (n == 1) {  // a decode step: no per-column tally to fill and scan
-    // 64 columns' zero flags as a bit mask (no branch per column, which
-    // would mispredict at each zero), then its set bits.
-    for (int64_t base = 0; base < cols; base += 64) {
-      const int64_t width = std::min<int64_t>(64, cols - base);
-      uint64_t mask = 0;
-      for (int64_t i = 0; i < width; ++i) mask |= static_cast<uint64_t>(is_zero(0, base + i)) << i;
-      for (; mask != 0; mask &= mask - 1) columns.push_back({base + __builtin_ctzll(mask), 1});
-    }
+    for (int64_t d = 0; d < cols; ++d)
+      if (is_zero(0, d)) columns.push_back({d, 1});
     return columns;
   }
   std::vector<uint64_t> zeros(static_cast<size_t>(cols), 0);

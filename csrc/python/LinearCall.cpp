@@ -22,10 +22,10 @@ using LinearSignature = at::Tensor(const at::Tensor&, const at::Tensor&, const a
                                    const std::optional<at::Tensor>&, int64_t, int64_t, c10::string_view,
                                    c10::string_view);
 
-// A plain tensor (not a subclass with its own __torch_function__), or None
-// where allowed.
+// A torch.Tensor or nn.Parameter (not a subclass with its own
+// __torch_function__), or None where allowed.
 bool plain_tensor(py::handle h, bool none_ok = false) {
-  return (none_ok && h.is_none()) || (THPVariable_Check(h.ptr()) && THPVariable_CheckExact(h.ptr()));
+  return (none_ok && h.is_none()) || THPVariable_CheckExact(h.ptr());
 }
 
 // None when the call needs the Python path: gradients on, a tensor
