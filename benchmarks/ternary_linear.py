@@ -17,8 +17,11 @@ attention over an 8 MiB KV cache (between_op). Then a decode stack of
 8 layers alternating 4096->11008->4096 at batch 1 (time per token).
 Roofline: PT-5 weight bytes / the memory read bandwidth measured in the same
 run (a full-core torch.sum over 1 GiB).
+Also (ternary_linear_call): what a module call costs beyond the fabric
+engine's own run, hot and between ops, at batch 1.
 """
 import os
+import statistics
 import sys
 
 import common
@@ -166,10 +169,48 @@ def decode_stack_rows(bandwidth):
              "tfmbs / frame read": "-", "goal ms": 1.5 * roof * 1e3, "between op ms": "-"}]
 
 
+def call_overhead_rows():
+    """Module call time against the engine's share of it (the op log's
+    engine_ns), batch 1: the rest is Python, dispatch and the op's host
+    glue (operands, activation quantization, epilogue, output)."""
+    rows = []
+    for out_f, in_f in [(256, 256), (4096, 4096)]:
+        layer = ternary_module(out_f, in_f, 0)
+        x = torch.randn(1, in_f).to("tfmbs")
+        reps = 200 if QUICK else 1000
+        for cond, between in (("hot", None), ("between ops", between_op(1))):
+            with torch.inference_mode():
+                call = common.median_seconds(lambda: layer(x), reps, warmup=20, between=between)
+                for _ in range(20):
+                    layer(x)
+                with torch_tfmbs.profiler() as prof:
+                    for _ in range(reps):
+                        if between is not None:
+                            between()
+                        layer(x)
+            engine = statistics.median(r["engine_ns"] for r in prof.rows if r["op"] == "tfmbs::ternary_linear")
+            rows.append({"weights (out x in)": f"{out_f}x{in_f}", "cond": cond, "module call us": call * 1e6,
+                         "engine us": engine / 1e3, "module - engine us": call * 1e6 - engine / 1e3,
+                         "goal us": 10})
+            print(rows[-1], flush=True)
+    return rows
+
+
 def main():
     torch_tfmbs.set_fallback_mode("allow")
     bw = common.read_bandwidth()
     print(f"memory read bandwidth: {bw / 1e9:.1f} GB/s", flush=True)
+    call_rows = call_overhead_rows()
+    common.write_results(
+        "ternary_linear_call", "TFMBSLinear module call vs the fabric engine's time in it (batch 1)",
+        list(call_rows[0].keys()), call_rows,
+        ["module call: median wall time of layer(x) under inference_mode, int8 activations, output left "
+         "on the device; engine: median of the op log's engine_ns (torch_tfmbs.profiler) over as many "
+         "calls in the same condition: the fabric engine's run inside the op",
+         "module - engine: Python (nn.Module's call, TFMBSLinear.forward), dispatch and the op's host "
+         "glue (operands, activation quantization, epilogue, output tensor); goal from the issue: at "
+         "most 10 us",
+         "between ops: before each call, untimed, the fp32 decode-step op of ternary_linear.md"])
     rows = shape_rows(bw) + decode_stack_rows(bw)
     columns = list(rows[0].keys())
     common.write_results(
