@@ -13,16 +13,17 @@
 #include "fabric/reference_engine.h"  // LaneAccumulator
 #include "fabric/status.h"
 #include "fabric/thread_pool.h"
+#include "fabric/zero_plan.h"
 
 namespace tfmbs::fabric {
 
 using fast_detail::Fp32Job;
 using fast_detail::Int8Job;
+using fast_detail::ZeroPlan;
 
 namespace {
 
 using fast_detail::FrameCodes;
-using fast_detail::ZeroCountJob;
 
 FrameCodes frame_codes(const FastFrame& w) {
   FrameCodes codes;
@@ -32,7 +33,6 @@ FrameCodes frame_codes(const FastFrame& w) {
   return codes;
 }
 using Int8Fn = void (*)(const Int8Job&, int64_t, int64_t);
-using ZeroFn = void (*)(const ZeroCountJob&, int64_t, int64_t);
 using Fp32Fn = void (*)(const Fp32Job&, int64_t, int64_t);
 
 Int8Fn int8_kernel(Isa isa) {
@@ -43,16 +43,6 @@ Int8Fn int8_kernel(Isa isa) {
     case Isa::Scalar: break;
   }
   return fast_detail::int8_rows_scalar;
-}
-
-ZeroFn zero_kernel(Isa isa) {
-  switch (isa) {
-    case Isa::Amx:
-    case Isa::Avx512: return fast_detail::zero_hits_avx512;
-    case Isa::Avx2: return fast_detail::zero_hits_avx2;
-    case Isa::Scalar: break;
-  }
-  return fast_detail::zero_hits_scalar;
 }
 
 Fp32Fn fp32_kernel(Isa isa) {
@@ -96,152 +86,6 @@ uint64_t* zero_hit_buffer(int64_t rows) {
 void check_batch(int64_t n, const char* op) {
   if (n < 0) throw std::invalid_argument(std::string(op) + ": batch rows N=" + std::to_string(n) + " must be >= 0");
 }
-
-// A column with zero activations, and in how many batch rows.
-struct ZeroColumn {
-  int64_t d;
-  uint64_t rows;
-};
-
-template <typename IsZero>
-std::vector<ZeroColumn> zero_columns(int64_t n, int64_t cols, IsZero is_zero) {
-  std::vector<ZeroColumn> columns;
-  if (n == 1) {  // a decode step: no per-column tally to fill and scan
-    for (int64_t d = 0; d < cols; ++d)
-      if (is_zero(0, d)) columns.push_back({d, 1});
-    return columns;
-  }
-  std::vector<uint64_t> zeros(static_cast<size_t>(cols), 0);
-  for (int64_t b = 0; b < n; ++b)
-    for (int64_t d = 0; d < cols; ++d) zeros[static_cast<size_t>(d)] += is_zero(b, d);
-  for (int64_t d = 0; d < cols; ++d)
-    if (zeros[static_cast<size_t>(d)] != 0) columns.push_back({d, zeros[static_cast<size_t>(d)]});
-  return columns;
-}
-
-// Per slot: sum over the columns of rows x the slot's count there. Summed in
-// 16-bit lanes (twice the lanes of 32 per vector), moved to 64 bits before
-// they could wrap; a column zero in more than 257 batch rows goes straight
-// to 64 bits.
-std::vector<uint64_t> sum_slot_counts(const FastFrame& w, const std::vector<ZeroColumn>& columns) {
-  const int64_t slots = w.slots();
-  std::vector<uint64_t> total(static_cast<size_t>(slots), 0);
-  std::vector<uint16_t> part(static_cast<size_t>(slots), 0);
-  uint64_t room = UINT16_MAX;  // what part's lanes can still take
-  auto flush = [&] {
-    for (int64_t s = 0; s < slots; ++s) total[static_cast<size_t>(s)] += part[static_cast<size_t>(s)];
-    std::fill(part.begin(), part.end(), uint16_t{0});
-    room = UINT16_MAX;
-  };
-  for (const ZeroColumn& c : columns) {
-    const uint8_t* counts = w.slot_column_nonzeros() + c.d * slots;
-    const uint64_t most = 255 * c.rows;
-    if (most > UINT16_MAX) {
-      for (int64_t s = 0; s < slots; ++s) total[static_cast<size_t>(s)] += c.rows * counts[s];
-      continue;
-    }
-    if (most > room) flush();
-    room -= most;
-    uint16_t* p = part.data();
-    const auto z = static_cast<uint16_t>(c.rows);
-    if (z == 1) {
-      for (int64_t s = 0; s < slots; ++s) p[s] = static_cast<uint16_t>(p[s] + counts[s]);
-    } else {
-      for (int64_t s = 0; s < slots; ++s) p[s] = static_cast<uint16_t>(p[s] + z * counts[s]);
-    }
-  }
-  flush();
-  return total;
-}
-
-// How the zero-skip counts are corrected for zero activations (see
-// fast_engine.h): sum_n #{d : w[r,d] != 0, x[n,d] == 0}, summed per lane
-// class (the rows the counters add up; FastFrame).
-//  * the frame keeps per-slot column counts: per zero column, a dot with its
-//    slots' counts, on the caller - nothing per row;
-//  * else, few zeros in the whole batch (<= K/128): for each zero, look up
-//    the weight's code (position precomputed) - a handful of loads per row;
-//  * otherwise: per column, how many batch rows are zero there (u8, in
-//    chunks of <= 255 rows), dotted with |w| by a SIMD kernel - one vector
-//    instruction per 64 columns per row, whatever the batch size.
-class ZeroPlan {
- public:
-  template <typename IsZero>
-  ZeroPlan(const FastFrame& w, int64_t n, IsZero is_zero) : kp_(w.padded_cols()) {
-    const int64_t cols = w.cols();
-    if (w.slots() > 0) {
-      const std::vector<ZeroColumn> columns = zero_columns(n, cols, is_zero);
-      if (columns.empty()) return;
-      const int64_t slots = w.slots(), classes = w.lane_classes();
-      // The zero columns' counts are a few scattered lines of a table that
-      // is often out of cache: all requested at once, not one miss at a time.
-      for (const ZeroColumn& c : columns) {
-        const uint8_t* counts = w.slot_column_nonzeros() + c.d * slots;
-        for (int64_t at = 0; at < slots; at += 64) __builtin_prefetch(counts + at);
-        __builtin_prefetch(counts + slots - 1);
-      }
-      const std::vector<uint64_t> slot_hits = sum_slot_counts(w, columns);
-      class_hits_.assign(static_cast<size_t>(classes), 0);
-      for (int64_t slot = 0; slot < slots; ++slot)
-        class_hits_[static_cast<size_t>(slot % classes)] += slot_hits[static_cast<size_t>(slot)];
-      return;
-    }
-    int64_t total = 0;
-    for (int64_t b = 0; b < n; ++b)
-      for (int64_t d = 0; d < cols; ++d) total += is_zero(b, d);
-    if (total == 0) return;
-    if (total * 128 <= cols) {
-      for (int64_t b = 0; b < n; ++b)
-        for (int64_t d = 0; d < cols; ++d)
-          if (is_zero(b, d)) {
-            offset_.push_back(static_cast<uint32_t>((d / kFastBlockCols) * kFastBlockBytes + d % 64));
-            shift_.push_back(static_cast<uint8_t>(2 * ((d % kFastBlockCols) / 64)));
-          }
-      return;
-    }
-    // Chunk sums must fit the kernels' int32 lanes: rows * K < 2^31.
-    const int64_t rows_per_chunk = std::clamp<int64_t>(INT32_MAX / std::max<int64_t>(cols, 1), 1, 255);
-    chunks_ = (n + rows_per_chunk - 1) / rows_per_chunk;
-    counts_.assign(static_cast<size_t>(chunks_ * kp_), 0);
-    for (int64_t b = 0; b < n; ++b) {
-      uint8_t* c = counts_.data() + (b / rows_per_chunk) * kp_;
-      for (int64_t d = 0; d < cols; ++d) c[d] += is_zero(b, d);
-    }
-  }
-
-  // Whether count() fills per-row hits.
-  bool per_row() const { return chunks_ > 0 || !offset_.empty(); }
-  // Per lane class (empty: per row, from count(), or no zeros).
-  const std::vector<uint64_t>& class_hits() const { return class_hits_; }
-
-  void count(Isa isa, const FastFrame& w, int64_t r0, int64_t r1, uint64_t* hits) const {
-    if (chunks_ > 0) {
-      ZeroCountJob job;
-      static_cast<FrameCodes&>(job) = frame_codes(w);
-      job.zero_counts = counts_.data();
-      job.stride = kp_;
-      job.chunks = chunks_;
-      job.zero_hits = hits;
-      zero_kernel(isa)(job, r0, r1);
-    } else if (!offset_.empty()) {
-      const size_t nz = offset_.size();
-      for (int64_t r = r0; r < r1; ++r) {
-        const uint8_t* row = w.row_codes(r);
-        uint64_t h = 0;
-        for (size_t i = 0; i < nz; ++i) h += ((row[offset_[i]] >> shift_[i]) & 3) != 1;
-        hits[r] = h;
-      }
-    }
-  }
-
- private:
-  int64_t kp_;
-  int64_t chunks_ = 0;
-  std::vector<uint8_t> counts_;
-  std::vector<uint32_t> offset_;
-  std::vector<uint8_t> shift_;
-  std::vector<uint64_t> class_hits_;
-};
 
 // Counters of a TGEMM (see fast_engine.h), per lane class k = r mod G
 // (lane k % 15 of tile k / 15): active_cycles += rows(k) * N * K, MACs(k) =
@@ -454,7 +298,7 @@ OpCounters FastEngine::run_int8(const FastFrame& w, const int8_t* x, int64_t n, 
   auto run_rows = [&](int64_t r0, int64_t r1) {
     if (pt5_rows) run_pt5(r0, r1);
     else if (n > 0) kernel(job, r0, r1);
-    zeros_plan.count(isa_, w, r0, r1, zero_hits);
+    zeros_plan.count(isa_, job, r0, r1, zero_hits);
     if (may_overflow) {
       // Replay the reference's sequential accumulation for the rows whose
       // prefix sums can leave int32 (only the flag is needed: wrapping
@@ -531,7 +375,7 @@ OpCounters FastEngine::tgemm_fp32(const FastFrame& w, const float* x, int64_t n,
   const Fp32Fn kernel = fp32_kernel(isa_);
   auto run_rows = [&](int64_t r0, int64_t r1) {
     if (n > 0) kernel(job, r0, r1);
-    zeros_plan.count(isa_, w, r0, r1, zero_hits);
+    zeros_plan.count(isa_, job, r0, r1, zero_hits);
   };
   const int nthreads = threads();
   const int64_t chunk = rows_per_task(rows, std::max<int64_t>(1, kp * n * 4), nthreads);
