@@ -319,17 +319,22 @@ def test_converted_model_saves_packed_and_loads_back():
         assert torch.equal(other(x).cpu(), conv(x).cpu())
 
 
+def dropped_latent_pair(in_features, out_features, seed):
+    """The same inference layer (latent weight dropped) on CPU and on tfmbs."""
+    torch.manual_seed(seed)
+    cpu = TFMBSLinear(in_features, out_features).eval()
+    cpu.drop_latent()
+    dev = TFMBSLinear(in_features, out_features).eval()
+    dev.drop_latent()
+    dev.load_state_dict(cpu.state_dict())
+    return cpu, dev.to("tfmbs")
+
+
 def test_inference_call_of_a_dropped_latent_layer_matches_cpu_and_follows_changes():
     # The no-grad call of a layer without latent weight goes straight to the
     # op (nn.py's fast path): same values as the CPU layer, and later
     # changes to bias and scale are seen.
-    torch.manual_seed(3)
-    cpu = TFMBSLinear(48, 24).eval()
-    cpu.drop_latent()
-    dev = TFMBSLinear(48, 24).eval()
-    dev.drop_latent()
-    dev.load_state_dict(cpu.state_dict())
-    dev.to("tfmbs")
+    cpu, dev = dropped_latent_pair(48, 24, 3)
     x = torch.randn(5, 48)
     with torch.no_grad():
         assert torch.equal(dev(x.to("tfmbs")).cpu(), cpu(x))
@@ -377,13 +382,7 @@ def test_inference_call_is_the_op_for_modes_subclasses_and_the_profiler(inferenc
             cls.ops.append(func)
             return super().__torch_function__(func, types, args, kwargs or {})
 
-    torch.manual_seed(5)
-    cpu = TFMBSLinear(40, 12).eval()
-    cpu.drop_latent()
-    dev = TFMBSLinear(40, 12).eval()
-    dev.drop_latent()
-    dev.load_state_dict(cpu.state_dict())
-    dev.to("tfmbs")
+    cpu, dev = dropped_latent_pair(40, 12, 5)
     x = torch.randn(3, 40)
     expected = cpu(x).detach()
     xd = x.to("tfmbs")
