@@ -59,7 +59,7 @@ FastFrame FastFrame::from_trits(const int8_t* trits, int64_t rows, int64_t cols,
                         (pt5_rows == Pt5Rows::Auto && f.slots_ > 0 && cpu_supports(Isa::Avx512));
   if (with_pt5) {
     f.pt5_bytes_ = static_cast<size_t>((rows + kPt5BlockRows - 1) / kPt5BlockRows) * f.pt5_block_bytes();
-    f.last_read_ = std::make_shared<std::atomic<uint64_t>>(0);
+    f.last_read_ = std::make_unique<std::atomic<uint64_t>>(0);
   }
   f.buffer_ = FrameBuffer(f.pt5_offset_ + f.pt5_bytes_, pool);
   f.class_nnz_.assign(static_cast<size_t>(f.lane_classes()), 0);

@@ -124,7 +124,7 @@ class FastFrame {
   std::vector<uint32_t> nnz_;
   std::vector<uint64_t> class_nnz_;
   size_t codes_bytes_ = 0, pt5_offset_ = 0, pt5_bytes_ = 0;
-  std::shared_ptr<std::atomic<uint64_t>> last_read_;
+  std::unique_ptr<std::atomic<uint64_t>> last_read_;
   int64_t rows_ = 0, cols_ = 0, padded_cols_ = 0, slots_ = 0;
   int tiles_ = 1;
 };
