@@ -19,6 +19,7 @@ namespace tfmbs::fabric {
 
 using fast_detail::Fp32Job;
 using fast_detail::Int8Job;
+using fast_detail::ZeroCounts;
 using fast_detail::ZeroPlan;
 
 namespace {
@@ -72,6 +73,29 @@ class Scratch {
 Scratch& scratch(int which) {
   thread_local Scratch s[5];
   return s[which];
+}
+
+using CopyRowFn = fast_detail::ActivationRow (*)(const int8_t*, int64_t, int8_t*, uint8_t*);
+
+CopyRowFn copy_activation_row(Isa isa) {
+  switch (isa) {
+    case Isa::Amx:
+    case Isa::Avx512: return fast_detail::copy_activation_row_avx512;
+    case Isa::Avx2: return fast_detail::copy_activation_row_avx2;
+    case Isa::Scalar: break;
+  }
+  return fast_detail::copy_activation_row_scalar;
+}
+
+// Zeroed u8 zero counts for n batch rows of cols columns, in the calling
+// thread's scratch.
+ZeroCounts zero_counts_buffer(int64_t n, int64_t cols, int64_t kp) {
+  const int64_t per_chunk = fast_detail::zero_count_rows(cols);
+  const int64_t chunks = (n + per_chunk - 1) / per_chunk;
+  const size_t bytes = static_cast<size_t>(chunks * kp);
+  uint8_t* counts = scratch(1).get(bytes);
+  std::memset(counts, 0, bytes);
+  return {counts, chunks, kp};
 }
 
 // Per-row zero-activation hits of the current call (zeroed; rows entries),
@@ -197,38 +221,29 @@ OpCounters FastEngine::run_int8(const FastFrame& w, const int8_t* x, int64_t n, 
   int8_t* xp = reinterpret_cast<int8_t*>(scratch(0).get(un * ukp + 64));
   std::memset(xp + un * ukp, 0, 64);
   std::vector<int32_t> x_sum(un);
-  // Without the frame's slot counts, the SIMD codes' kernels count zero hits
-  // in the same pass (see Int8Job); otherwise a ZeroPlan does.
-  const bool fuse_zeros = isa_ != Isa::Scalar && !pt5_rows && w.slots() == 0 && n <= 255 &&
-                          n * cols < INT32_MAX;
-  uint8_t* zero_counts = fuse_zeros ? scratch(1).get(ukp) : nullptr;
-  if (fuse_zeros) std::memset(zero_counts, 0, ukp);
+  const ZeroCounts zeros = zero_counts_buffer(n, cols, kp);
+  const auto copy_row = copy_activation_row(isa_);
   bool may_overflow = false, any_zero = false;
   for (int64_t b = 0; b < n; ++b) {
     const int8_t* src = x + b * cols;
     int8_t* dst = xp + b * kp;
-    if (cols > 0) std::memcpy(dst, src, static_cast<size_t>(cols));
+    const fast_detail::ActivationRow facts = copy_row(src, cols, dst, zeros.for_row(b, cols));
     if (kp > cols) std::memset(dst + cols, 0, static_cast<size_t>(kp - cols));
-    uint32_t sum = 0;
-    uint8_t zeros = 0;
-    for (int64_t d = 0; d < cols; ++d) {
-      sum += static_cast<uint32_t>(src[d]);
-      zeros |= src[d] == 0;
-    }
     // |x| <= 128: the lanes' prefix sums can leave int32 only past this K.
     int64_t l1 = 0;
     if (cols > INT32_MAX / 128)
       for (int64_t d = 0; d < cols; ++d) l1 += src[d] < 0 ? -src[d] : src[d];
-    if (fuse_zeros && zeros) {
-      for (int64_t d = 0; d < cols; ++d) zero_counts[d] = static_cast<uint8_t>(zero_counts[d] + (src[d] == 0));
-    }
-    any_zero |= zeros != 0;
-    x_sum[static_cast<size_t>(b)] = static_cast<int32_t>(sum);
+    any_zero |= facts.has_zero;
+    x_sum[static_cast<size_t>(b)] = facts.sum;
     if (l1 > INT32_MAX) may_overflow = true;
   }
+  // Without the frame's slot counts, the SIMD codes' kernels count zero hits
+  // in the same pass (see Int8Job); otherwise a ZeroPlan does.
+  const bool fuse_zeros = any_zero && isa_ != Isa::Scalar && !pt5_rows && w.slots() == 0 && zeros.chunks == 1;
+  const uint8_t* zero_counts = zeros.counts;
   std::vector<uint8_t> group_has_zero;
   std::vector<int32_t> zero_slices;
-  if (fuse_zeros && any_zero) {
+  if (fuse_zeros) {
     group_has_zero.assign(static_cast<size_t>(kp / 64), 0);
     for (int64_t s = 0; s < kp / 32; ++s) {
       bool zero = false;
@@ -237,10 +252,8 @@ OpCounters FastEngine::run_int8(const FastFrame& w, const int8_t* x, int64_t n, 
       if (zero) zero_slices.push_back(static_cast<int32_t>(s));
     }
   }
-  const ZeroPlan zeros_plan = fuse_zeros || !any_zero
-                                  ? ZeroPlan(w, 0, [](int64_t, int64_t) { return false; })
-                                  : ZeroPlan(w, n, [&](int64_t b, int64_t d) { return x[b * cols + d] == 0; });
-  const bool per_row_zeros = (fuse_zeros && any_zero) || zeros_plan.per_row();
+  const ZeroPlan zeros_plan = fuse_zeros || !any_zero ? ZeroPlan() : ZeroPlan(w, zeros);
+  const bool per_row_zeros = fuse_zeros || zeros_plan.per_row();
   uint64_t* zero_hits = per_row_zeros ? zero_hit_buffer(rows) : nullptr;
   std::vector<uint8_t> overflow(may_overflow ? static_cast<size_t>(rows) : 0, 0);
   Int8Job job;
@@ -251,7 +264,7 @@ OpCounters FastEngine::run_int8(const FastFrame& w, const int8_t* x, int64_t n, 
   job.n = n;
   job.m = rows;
   job.y = y;
-  if (fuse_zeros && any_zero) {
+  if (fuse_zeros) {
     job.zero_counts = zero_counts;
     job.group_has_zero = group_has_zero.data();
     job.zero_slices = zero_slices.data();
@@ -356,13 +369,20 @@ OpCounters FastEngine::tgemm_fp32(const FastFrame& w, const float* x, int64_t n,
   const int64_t rows = w.rows(), cols = w.cols(), kp = w.padded_cols();
   const size_t un = static_cast<size_t>(n), ukp = static_cast<size_t>(kp);
   float* xp = reinterpret_cast<float*>(scratch(0).get(un * ukp * sizeof(float)));
-  bool all_finite = true;
+  bool all_finite = true, any_zero = false;
+  const ZeroCounts zeros = zero_counts_buffer(n, cols, kp);
   for (int64_t b = 0; b < n; ++b) {
     if (cols > 0) std::memcpy(xp + b * kp, x + b * cols, static_cast<size_t>(cols) * sizeof(float));
     std::fill(xp + b * kp + cols, xp + (b + 1) * kp, 0.0f);
-    for (int64_t d = 0; d < cols; ++d) all_finite &= std::isfinite(x[b * cols + d]);
+    uint8_t* counts = zeros.for_row(b, cols);
+    for (int64_t d = 0; d < cols; ++d) {
+      const float v = x[b * cols + d];
+      all_finite &= std::isfinite(v);
+      counts[d] = static_cast<uint8_t>(counts[d] + (v == 0.0f));
+      any_zero |= v == 0.0f;
+    }
   }
-  const ZeroPlan zeros_plan(w, n, [&](int64_t b, int64_t d) { return x[b * cols + d] == 0.0f; });
+  const ZeroPlan zeros_plan = any_zero ? ZeroPlan(w, zeros) : ZeroPlan();
   uint64_t* zero_hits = zeros_plan.per_row() ? zero_hit_buffer(rows) : nullptr;
   Fp32Job job;
   static_cast<FrameCodes&>(job) = frame_codes(w);

@@ -234,6 +234,28 @@ void int8_rows_avx2(const Int8Job& j, int64_t r0, int64_t r1) {
   }
 }
 
+ActivationRow copy_activation_row_avx2(const int8_t* src, int64_t cols, int8_t* dst, uint8_t* counts) {
+  // vpsadbw sums x + 128 (x ^ 0x80 as u8) per 8 bytes into u64 lanes.
+  const __m256i bias = _mm256_set1_epi8(-128), zero = _mm256_setzero_si256();
+  __m256i biased = zero, zeros = zero;
+  int64_t d = 0;
+  for (; d + 32 <= cols; d += 32) {
+    const __m256i v = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(src + d));
+    _mm256_storeu_si256(reinterpret_cast<__m256i*>(dst + d), v);
+    const __m256i is_zero = _mm256_cmpeq_epi8(v, zero);  // -1 where zero
+    auto* c = reinterpret_cast<__m256i*>(counts + d);
+    _mm256_storeu_si256(c, _mm256_sub_epi8(_mm256_loadu_si256(c), is_zero));
+    zeros = _mm256_or_si256(zeros, is_zero);
+    biased = _mm256_add_epi64(biased, _mm256_sad_epu8(_mm256_xor_si256(v, bias), zero));
+  }
+  alignas(32) uint64_t lanes[4];
+  _mm256_store_si256(reinterpret_cast<__m256i*>(lanes), biased);
+  const uint64_t vector_sum = lanes[0] + lanes[1] + lanes[2] + lanes[3] - 128 * static_cast<uint64_t>(d);
+  const ActivationRow tail = copy_activation_row_scalar(src + d, cols - d, dst + d, counts + d);
+  return {static_cast<int32_t>(static_cast<uint32_t>(vector_sum) + static_cast<uint32_t>(tail.sum)),
+          tail.has_zero || !_mm256_testz_si256(zeros, zeros)};
+}
+
 void zero_hits_avx2(const ZeroCountJob& j, int64_t r0, int64_t r1) {
   const __m256i one = _mm256_set1_epi8(1);
   for (int64_t r = r0; r < r1; ++r) {

@@ -269,6 +269,27 @@ void int8_rows_avx512(const Int8Job& j, int64_t r0, int64_t r1) {
   }
 }
 
+ActivationRow copy_activation_row_avx512(const int8_t* src, int64_t cols, int8_t* dst, uint8_t* counts) {
+  // vpsadbw sums x + 128 (x ^ 0x80 as u8) per 8 bytes into u64 lanes; the
+  // tail's masked-off lanes load as 0 and add 128 each, taken off below.
+  const __m512i bias = _mm512_set1_epi8(-128), zero = _mm512_setzero_si512(), one = _mm512_set1_epi8(1);
+  __m512i biased = zero;
+  __mmask64 zeros = 0;
+  int64_t d = 0;
+  for (; d < cols; d += 64) {
+    const __mmask64 in = cols - d >= 64 ? ~__mmask64{0} : (__mmask64{1} << (cols - d)) - 1;
+    const __m512i v = _mm512_maskz_loadu_epi8(in, src + d);
+    _mm512_mask_storeu_epi8(dst + d, in, v);
+    const __mmask64 is_zero = _mm512_mask_cmpeq_epi8_mask(in, v, zero);
+    const __m512i c = _mm512_maskz_loadu_epi8(in, counts + d);
+    _mm512_mask_storeu_epi8(counts + d, in, _mm512_mask_add_epi8(c, is_zero, c, one));
+    zeros |= is_zero;
+    biased = _mm512_add_epi64(biased, _mm512_sad_epu8(_mm512_xor_si512(v, bias), zero));
+  }
+  const uint64_t sum = static_cast<uint64_t>(_mm512_reduce_add_epi64(biased)) - 128 * static_cast<uint64_t>(d);
+  return {static_cast<int32_t>(static_cast<uint32_t>(sum)), zeros != 0};
+}
+
 void zero_hits_avx512(const ZeroCountJob& j, int64_t r0, int64_t r1) {
   int64_t r = r0;
   for (; r + 4 <= r1; r += 4) zero_tile<4>(j, r);

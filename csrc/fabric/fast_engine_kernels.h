@@ -120,6 +120,18 @@ inline constexpr int64_t amx_activation_bytes(int64_t n, int64_t padded_cols) {
 // (zero past row n), tiles ordered by s then tb. out: 64-byte aligned.
 void amx_pack_activations(const int8_t* x, int64_t x_stride, int64_t n, int64_t padded_cols, int8_t* out);
 
+// One batch row of int8 activations into the engine's copy: dst[d] =
+// src[d] for d < cols (dst's padding is the caller's), and counts[d] += 1
+// where src[d] == 0 (u8: the caller gives each counts row fewer than 256
+// batch rows). Returns the row's sum (wrapping) and whether it has a zero.
+struct ActivationRow {
+  int32_t sum = 0;
+  bool has_zero = false;
+};
+ActivationRow copy_activation_row_scalar(const int8_t* src, int64_t cols, int8_t* dst, uint8_t* counts);
+ActivationRow copy_activation_row_avx2(const int8_t* src, int64_t cols, int8_t* dst, uint8_t* counts);
+ActivationRow copy_activation_row_avx512(const int8_t* src, int64_t cols, int8_t* dst, uint8_t* counts);
+
 // Each computes output rows [r0, r1) for all batch rows.
 // int8: y[n][r] = sum_d w[r,d]*x[n,d] mod 2^32.
 void int8_rows_scalar(const Int8Job& job, int64_t r0, int64_t r1);

@@ -51,6 +51,19 @@ void pt5_rows_scalar(const Pt5Job& j, int64_t r0, int64_t r1) {
   }
 }
 
+ActivationRow copy_activation_row_scalar(const int8_t* src, int64_t cols, int8_t* dst, uint8_t* counts) {
+  uint32_t sum = 0;
+  bool has_zero = false;
+  for (int64_t d = 0; d < cols; ++d) {
+    dst[d] = src[d];
+    sum += static_cast<uint32_t>(src[d]);
+    const bool zero = src[d] == 0;
+    counts[d] = static_cast<uint8_t>(counts[d] + zero);
+    has_zero |= zero;
+  }
+  return {static_cast<int32_t>(sum), has_zero};
+}
+
 void zero_hits_scalar(const ZeroCountJob& j, int64_t r0, int64_t r1) {
   for (int64_t r = r0; r < r1; ++r) {
     const uint8_t* row = j.codes + r * j.row_bytes;

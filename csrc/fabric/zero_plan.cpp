@@ -1,5 +1,9 @@
 #include "fabric/zero_plan.h"
 
+#include <algorithm>
+#include <climits>
+#include <cstring>
+
 namespace tfmbs::fabric::fast_detail {
 namespace {
 
@@ -16,6 +20,60 @@ ZeroFn zero_kernel(Isa isa) {
 }
 
 }  // namespace
+
+int64_t zero_count_rows(int64_t cols) { return std::clamp<int64_t>(INT32_MAX / std::max<int64_t>(cols, 1), 1, 255); }
+
+std::vector<ZeroColumn> zero_columns(const ZeroCounts& zeros, int64_t cols) {
+  std::vector<ZeroColumn> columns;
+  // 8 columns at a time: zeros are few, and stride is a multiple of 8.
+  for (int64_t d0 = 0; d0 < cols; d0 += 8) {
+    uint64_t any = 0;
+    for (int64_t c = 0; c < zeros.chunks; ++c) {
+      uint64_t word;
+      std::memcpy(&word, zeros.counts + c * zeros.stride + d0, sizeof word);
+      any |= word;
+    }
+    if (any == 0) continue;
+    for (int64_t d = d0; d < std::min(d0 + 8, cols); ++d) {
+      uint64_t rows = 0;
+      for (int64_t c = 0; c < zeros.chunks; ++c) rows += zeros.counts[c * zeros.stride + d];
+      if (rows != 0) columns.push_back({d, rows});
+    }
+  }
+  return columns;
+}
+
+ZeroPlan::ZeroPlan(const FastFrame& w, const ZeroCounts& zeros) : kp_(w.padded_cols()) {
+  const std::vector<ZeroColumn> columns = zero_columns(zeros, w.cols());
+  if (columns.empty()) return;
+  if (w.slots() > 0) {
+    const int64_t slots = w.slots(), classes = w.lane_classes();
+    // The zero columns' counts are a few scattered lines of a table that
+    // is often out of cache: all requested at once, not one miss at a time.
+    for (const ZeroColumn& c : columns) {
+      const uint8_t* counts = w.slot_column_nonzeros() + c.d * slots;
+      for (int64_t at = 0; at < slots; at += 64) __builtin_prefetch(counts + at);
+      __builtin_prefetch(counts + slots - 1);
+    }
+    const std::vector<uint64_t> slot_hits = sum_slot_counts(w, columns);
+    class_hits_.assign(static_cast<size_t>(classes), 0);
+    for (int64_t slot = 0; slot < slots; ++slot)
+      class_hits_[static_cast<size_t>(slot % classes)] += slot_hits[static_cast<size_t>(slot)];
+    return;
+  }
+  uint64_t total = 0;
+  for (const ZeroColumn& c : columns) total += c.rows;
+  if (total * 128 <= static_cast<uint64_t>(w.cols())) {
+    for (const ZeroColumn& c : columns)
+      for (uint64_t i = 0; i < c.rows; ++i) {
+        offset_.push_back(static_cast<uint32_t>((c.d / kFastBlockCols) * kFastBlockBytes + c.d % 64));
+        shift_.push_back(static_cast<uint8_t>(2 * ((c.d % kFastBlockCols) / 64)));
+      }
+    return;
+  }
+  chunks_ = zeros.chunks;
+  counts_.assign(zeros.counts, zeros.counts + zeros.chunks * zeros.stride);
+}
 
 // Per slot: sum over the columns of rows x the slot's count there. Summed in
 // 16-bit lanes (twice the lanes of 32 per vector), moved to 64 bits before

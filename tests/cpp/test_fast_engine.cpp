@@ -1,5 +1,6 @@
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <cmath>
 #include <cstring>
 #include <random>
@@ -8,6 +9,7 @@
 #include "fabric/cpu_features.h"
 #include "fabric/fabric_pool.h"
 #include "fabric/fast_engine.h"
+#include "fabric/fast_engine_kernels.h"
 #include "fabric/pt5_codec.h"
 #include "fabric/reference_engine.h"
 #include "fabric/status.h"
@@ -275,6 +277,45 @@ TEST(FastEngine, IsaAndOptions) {
 // Reference vs fast, bit for bit, results and every counter: each ISA the
 // CPU has, 1..4 threads, all shapes, weight sparsities and zero-activation
 // densities (few zeros and many take different counting paths).
+// Each ISA's activation-row copy against sums and counts done here: every
+// tail length around the vector widths, -128, and counts that already hold
+// earlier rows.
+TEST(FastEngine, ActivationRowCopiesSumAndCountZeros) {
+  using fast_detail::ActivationRow;
+  using CopyRow = ActivationRow (*)(const int8_t*, int64_t, int8_t*, uint8_t*);
+  std::vector<std::pair<Isa, CopyRow>> kernels{{Isa::Scalar, fast_detail::copy_activation_row_scalar}};
+  if (cpu_supports(Isa::Avx2)) kernels.push_back({Isa::Avx2, fast_detail::copy_activation_row_avx2});
+  if (cpu_supports(Isa::Avx512)) kernels.push_back({Isa::Avx512, fast_detail::copy_activation_row_avx512});
+  std::mt19937 rng(41);
+  for (int64_t cols : {0, 1, 31, 32, 33, 63, 64, 65, 127, 200, 4097}) {
+    for (double zeros : {0.0, 0.1, 1.0}) {
+      auto x = random_int8(cols, zeros, rng);
+      if (cols > 3) x[2] = -128;
+      std::vector<uint8_t> counts0(static_cast<size_t>(cols) + 64);
+      for (auto& c : counts0) c = static_cast<uint8_t>(rng() % 200);
+      int64_t sum = 0;
+      bool has_zero = false;
+      std::vector<uint8_t> counts_ref = counts0;
+      for (int64_t d = 0; d < cols; ++d) {
+        sum += x[static_cast<size_t>(d)];
+        has_zero |= x[static_cast<size_t>(d)] == 0;
+        counts_ref[static_cast<size_t>(d)] += x[static_cast<size_t>(d)] == 0;
+      }
+      for (auto [isa, copy_row] : kernels) {
+        SCOPED_TRACE(testing::Message() << "isa=" << isa_name(isa) << " cols=" << cols << " zeros=" << zeros);
+        std::vector<int8_t> dst(static_cast<size_t>(cols) + 64, 7);
+        std::vector<uint8_t> counts = counts0;
+        const ActivationRow row = copy_row(x.data(), cols, dst.data(), counts.data());
+        EXPECT_EQ(row.sum, static_cast<int32_t>(sum));
+        EXPECT_EQ(row.has_zero, has_zero);
+        EXPECT_TRUE(std::equal(x.begin(), x.end(), dst.begin()));
+        EXPECT_TRUE(std::all_of(dst.begin() + cols, dst.end(), [](int8_t v) { return v == 7; }));  // nothing past cols
+        EXPECT_EQ(counts, counts_ref);
+      }
+    }
+  }
+}
+
 TEST(FastEngine, Int8MatchesReferenceEverywhere) {
   std::mt19937 rng(1234);
   int combo = 0;
