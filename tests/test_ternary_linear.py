@@ -60,6 +60,22 @@ def test_int_modes_cpu_equals_formula_and_tfmbs_equals_cpu(m, k, act_mode, batch
         assert torch.equal(y_dev.cpu(), y_cpu)
 
 
+# Shapes the engine splits into several row tasks across threads (each
+# finishing its rows' epilogue itself), batch 1 (PT-5 rows) to past 255
+# rows (chunked zero counts): every output row against the CPU kernel.
+@pytest.mark.parametrize("act_mode", ["int8", "ternary", "fp32"])
+@pytest.mark.parametrize("m,k,batch", [(2501, 700, 1), (2501, 700, 3), (512, 4096, 6), (300, 256, 300)])
+def test_multi_task_calls_equal_cpu_in_every_row(act_mode, m, k, batch):
+    trits, scale, packed, bias = make_layer(m, k, seed=batch, per_channel=True)
+    x = torch.randn(batch, k)
+    x[0, ::7] = 0  # zero activations: the skip counting
+    y_cpu = op(x, packed, scale, bias, m, k, "pt5", act_mode)
+    args = (packed.to("tfmbs"), scale.to("tfmbs"), bias.to("tfmbs"), m, k, "pt5", act_mode)
+    xd = x.to("tfmbs")
+    for _ in range(3):  # the threads' timing differs between calls
+        assert torch.equal(op(xd, *args).cpu(), y_cpu)
+
+
 @pytest.mark.parametrize("m,k", [(7, 3), (17, 61), (33, 300), (64, 1000)])
 def test_none_mode_close_to_f_linear(m, k):
     trits, scale, packed, bias = make_layer(m, k, per_channel=True)

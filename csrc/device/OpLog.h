@@ -22,7 +22,7 @@ struct OpRecord {
   fabric::OpCounters counters;  // empty for host ops
   uint64_t bytes = 0;           // bytes the op read and wrote on the device
   uint64_t wall_ns = 0;
-  uint64_t engine_ns = 0;       // fabric ops: of wall_ns, the engine's run (the rest is host glue)
+  uint64_t engine_ns = 0;       // fabric ops: of wall_ns, the engine's run, with the output pass its threads run on finished rows (the rest is host glue)
   int64_t start_ns = 0;         // system clock, ns since the epoch (Kineto's time base)
   int64_t stream = 0;           // the device's current stream id
   uint64_t correlation = 0;     // the innermost torch.profiler op around it (0: none)

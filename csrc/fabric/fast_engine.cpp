@@ -211,7 +211,7 @@ void FastEngine::set_threads(int threads) {
 }
 
 OpCounters FastEngine::run_int8(const FastFrame& w, const int8_t* x, int64_t n, int32_t* y,
-                                uint64_t act_bytes) const {
+                                uint64_t act_bytes, const RowsDone* done) const {
   const int64_t rows = w.rows(), cols = w.cols(), kp = w.padded_cols();
   const size_t un = static_cast<size_t>(n), ukp = static_cast<size_t>(kp);
   const bool pt5_rows = use_pt5_rows(w, isa_, batch1_, n);
@@ -332,6 +332,7 @@ OpCounters FastEngine::run_int8(const FastFrame& w, const int8_t* x, int64_t n, 
         }
       }
     }
+    if (done) (*done)(r0, r1);
   };
 
   const int nthreads = threads();
@@ -348,22 +349,25 @@ OpCounters FastEngine::run_int8(const FastFrame& w, const int8_t* x, int64_t n, 
   return tgemm_counters(w, n, zero_hits, zeros_plan.class_hits(), overflow, act_bytes);
 }
 
-OpCounters FastEngine::tgemm_int8(const FastFrame& w, const int8_t* x, int64_t n, int32_t* y) const {
+OpCounters FastEngine::tgemm_int8(const FastFrame& w, const int8_t* x, int64_t n, int32_t* y,
+                                  const RowsDone* done) const {
   check_batch(n, "tgemm_int8");
-  return run_int8(w, x, n, y, static_cast<uint64_t>(w.cols()));
+  return run_int8(w, x, n, y, static_cast<uint64_t>(w.cols()), done);
 }
 
-OpCounters FastEngine::tgemm_ternary(const FastFrame& w, const int8_t* x, int64_t n, int32_t* y) const {
+OpCounters FastEngine::tgemm_ternary(const FastFrame& w, const int8_t* x, int64_t n, int32_t* y,
+                                     const RowsDone* done) const {
   check_batch(n, "tgemm_ternary");
   for (int64_t i = 0; i < n * w.cols(); ++i) {
     if (x[i] < -1 || x[i] > 1)
       throw FabricError(Status::ErrPack, "tgemm ternary activations: element " + std::to_string(i) +
                                              " is " + std::to_string(x[i]) + "; ternary values are -1, 0, 1");
   }
-  return run_int8(w, x, n, y, pt5::packed_size(static_cast<size_t>(w.cols())));
+  return run_int8(w, x, n, y, pt5::packed_size(static_cast<size_t>(w.cols())), done);
 }
 
-OpCounters FastEngine::tgemm_fp32(const FastFrame& w, const float* x, int64_t n, float* y) const {
+OpCounters FastEngine::tgemm_fp32(const FastFrame& w, const float* x, int64_t n, float* y,
+                                  const RowsDone* done) const {
   check_batch(n, "tgemm_fp32");
   note_read(w, false);
   const int64_t rows = w.rows(), cols = w.cols(), kp = w.padded_cols();
@@ -396,6 +400,7 @@ OpCounters FastEngine::tgemm_fp32(const FastFrame& w, const float* x, int64_t n,
   auto run_rows = [&](int64_t r0, int64_t r1) {
     if (n > 0) kernel(job, r0, r1);
     zeros_plan.count(isa_, job, r0, r1, zero_hits);
+    if (done) (*done)(r0, r1);
   };
   const int nthreads = threads();
   const int64_t chunk = rows_per_task(rows, std::max<int64_t>(1, kp * n * 4), nthreads);

@@ -32,6 +32,7 @@
 #pragma once
 
 #include <cstdint>
+#include <functional>
 
 #include "fabric/cpu_features.h"
 #include "fabric/fast_frame.h"
@@ -40,6 +41,12 @@
 namespace tfmbs::fabric {
 
 class ThreadPool;
+
+// A caller's pass over finished output rows: called with [r0, r1) once y
+// holds those rows' final values for every batch row, on the thread that
+// computed them, while they are in its cache. Disjoint ranges that cover
+// all rows, possibly at the same time on different threads.
+using RowsDone = std::function<void(int64_t r0, int64_t r1)>;
 
 struct FastEngineOptions {
   // Whose kernels run: any level for which cpu_supports(isa) holds.
@@ -71,11 +78,15 @@ class FastEngine {
 
   // y[n*M + r] = sum_d W[r,d] * x[n*K + d] for n < N, r < M (int32,
   // wrapping). Scales are the caller's: y_real = y * x_scale[n] * w_scale.
-  OpCounters tgemm_int8(const FastFrame& w, const int8_t* x, int64_t n, int32_t* y) const;
+  // done, if given, sees every output row once (see RowsDone).
+  OpCounters tgemm_int8(const FastFrame& w, const int8_t* x, int64_t n, int32_t* y,
+                        const RowsDone* done = nullptr) const;
   // x in {-1,0,1} (else FabricError(ErrPack) naming the element).
-  OpCounters tgemm_ternary(const FastFrame& w, const int8_t* x, int64_t n, int32_t* y) const;
+  OpCounters tgemm_ternary(const FastFrame& w, const int8_t* x, int64_t n, int32_t* y,
+                           const RowsDone* done = nullptr) const;
   // fp32 activations, the 16-bank accumulation order of reference_engine.h.
-  OpCounters tgemm_fp32(const FastFrame& w, const float* x, int64_t n, float* y) const;
+  OpCounters tgemm_fp32(const FastFrame& w, const float* x, int64_t n, float* y,
+                        const RowsDone* done = nullptr) const;
 
   // Elementwise kernels on PT-5 frames, as reference::dot/add/mul.
   OpCounters dot(const uint8_t* a, const uint8_t* b, int64_t n, int tiles, int64_t* result) const;
@@ -83,8 +94,8 @@ class FastEngine {
   OpCounters mul(const uint8_t* a, const uint8_t* b, int64_t n, int tiles, uint8_t* out) const;
 
  private:
-  OpCounters run_int8(const FastFrame& w, const int8_t* x, int64_t n, int32_t* y,
-                      uint64_t act_bytes) const;
+  OpCounters run_int8(const FastFrame& w, const int8_t* x, int64_t n, int32_t* y, uint64_t act_bytes,
+                      const RowsDone* done) const;
   ThreadPool& pool() const;
 
   Isa isa_;

@@ -71,18 +71,25 @@ void epilogue_row(const Acc* __restrict a, float t, const float* __restrict scal
   }
 }
 
+// The epilogue of output rows [r0, r1) for every batch row.
+template <typename Acc>
+void epilogue_rows(const Acc* acc, const float* token, const float* scale, bool per_row_scale,
+                   const float* bias, int64_t n, int64_t m, float* y, int64_t r0, int64_t r1) {
+  const float* row_scale = per_row_scale ? scale + r0 : scale;
+  const float* row_bias = bias ? bias + r0 : nullptr;
+  for (int64_t b = 0; b < n; ++b) {
+    // fp activations: no per-token factor (multiplying by 1 is exact)
+    epilogue_row(acc + b * m + r0, token ? token[b] : 1.0f, row_scale, per_row_scale, row_bias, r1 - r0,
+                 y + b * m + r0);
+  }
+}
+
 template <typename Acc>
 void epilogue(const Acc* acc, const float* token, const float* scale, bool per_row_scale,
               const float* bias, int64_t n, int64_t m, float* y) {
   for_rows(n, m, [&](int64_t b0, int64_t b1) {
-    for (int64_t b = b0; b < b1; ++b) {
-      if (token) {
-        epilogue_row(acc + b * m, token[b], scale, per_row_scale, bias, m, y + b * m);
-      } else {
-        // fp activations: no per-token factor (multiplying by 1 is exact)
-        epilogue_row(acc + b * m, 1.0f, scale, per_row_scale, bias, m, y + b * m);
-      }
-    }
+    epilogue_rows(acc + b0 * m, token ? token + b0 : nullptr, scale, per_row_scale, bias, b1 - b0, m,
+                  y + b0 * m, 0, m);
   });
 }
 
@@ -157,27 +164,34 @@ void run_ternary_linear(const at::Tensor& input, const at::Tensor& packed, const
   const bool direct = input.scalar_type() == at::kFloat;
   // float32 output: the epilogue writes straight into device memory.
   at::Tensor y = direct ? host(out).view({n, m}) : at::empty({n, m}, at::kFloat);
+  float* const y_rows = y.data_ptr<float>();
   fabric::OpCounters counters;
   const fabric::FastEngine* fast = reference ? nullptr : &tfmbs::fast_engine();
   try {
     if (a.mode == ActMode::Fp32) {
       std::vector<float> big;
       float* acc = scratch_buffer(big, static_cast<size_t>(n * m));
+      const fabric::RowsDone done = [&](int64_t r0, int64_t r1) {
+        epilogue_rows(acc, nullptr, h.scale, h.per_row_scale, h.bias, n, m, y_rows, r0, r1);
+      };
       counters = log.time_engine([&] {
         return fabric::run_tgemm(fast, frame.fast.get(), frame.lane_major.get(), fabric::ActivationKind::Fp32,
-                                 h.x, n, acc);
+                                 h.x, n, acc, &done);
       });
-      epilogue(acc, nullptr, h.scale, h.per_row_scale, h.bias, n, m, y.data_ptr<float>());
     } else {
       thread_local Activations act;
       quantize(a.mode, h.x, n, k, act);
       std::vector<int32_t> big;
       int32_t* acc = scratch_buffer(big, static_cast<size_t>(n * m));
       const auto kind = a.mode == ActMode::Int8 ? fabric::ActivationKind::Int8 : fabric::ActivationKind::Ternary;
+      // The engine's threads run this: `act` is this thread's (thread_local).
+      const float* token = act.token.data();
+      const fabric::RowsDone done = [&](int64_t r0, int64_t r1) {
+        epilogue_rows(acc, token, h.scale, h.per_row_scale, h.bias, n, m, y_rows, r0, r1);
+      };
       counters = log.time_engine([&] {
-        return fabric::run_tgemm(fast, frame.fast.get(), frame.lane_major.get(), kind, act.q.data(), n, acc);
+        return fabric::run_tgemm(fast, frame.fast.get(), frame.lane_major.get(), kind, act.q.data(), n, acc, &done);
       });
-      epilogue(acc, act.token.data(), h.scale, h.per_row_scale, h.bias, n, m, y.data_ptr<float>());
     }
   } catch (const fabric::FabricError& e) {
     TORCH_CHECK(false, "tfmbs.ternary_linear: the fabric rejected the op: ", e.what());
