@@ -31,7 +31,7 @@ struct Activations {
 
 // Rows run in parallel only when there is enough work to pay for waking
 // the OpenMP workers (these are 2-core machines).
-constexpr int64_t kParallelElements = int64_t{1} << 20;
+constexpr int64_t kParallelElements = int64_t{1} << 14;
 
 template <typename Fn>
 void for_rows(int64_t rows, int64_t row_elements, Fn fn) {
