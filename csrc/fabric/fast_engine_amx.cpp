@@ -99,7 +99,8 @@ inline __attribute__((always_inline)) void store_accumulator(const Int8Job& j, i
 // Weight rows r..r + 16*RT - 1 against batch-row blocks tb0..tb0 + TB - 1.
 // prefetch: the first pass over these rows (tb0 == 0), whose codes come
 // from memory: fetch the next group's lines (kRows * blocks of them, the
-// rows being contiguous), kRows per block of this one.
+// rows being contiguous), kRows per block of this one, into L2: a whole
+// group ahead is far, as with kPrefetchBytes.
 template <int RT, int TB>
 void group(const Int8Job& j, int64_t r, int64_t tb0, bool prefetch) {
   static_assert(RT >= 1 && RT <= 2 && RT * TB <= 4, "tiles: RT * TB accumulators, RT A tiles, one B tile");
@@ -111,7 +112,7 @@ void group(const Int8Job& j, int64_t r, int64_t tb0, bool prefetch) {
   auto decode = [&](int64_t b, int buf) {
     if (prefetch) {
       const char* next = reinterpret_cast<const char*>(codes + kRows * j.row_bytes);
-      for (int64_t l = 0; l < kRows; ++l) _mm_prefetch(next + (b * kRows + l) * 64, _MM_HINT_T0);
+      for (int64_t l = 0; l < kRows; ++l) _mm_prefetch(next + (b * kRows + l) * 64, _MM_HINT_T1);
     }
 #pragma GCC unroll 32
     for (int i = 0; i < kRows; ++i) {
