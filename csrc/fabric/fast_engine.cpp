@@ -252,7 +252,7 @@ OpCounters FastEngine::run_int8(const FastFrame& w, const int8_t* x, int64_t n, 
       if (zero) zero_slices.push_back(static_cast<int32_t>(s));
     }
   }
-  const ZeroPlan zeros_plan = fuse_zeros || !any_zero ? ZeroPlan() : ZeroPlan(w, zeros);
+  const ZeroPlan zeros_plan = fuse_zeros || !any_zero ? ZeroPlan() : ZeroPlan(isa_, w, zeros);
   const bool per_row_zeros = fuse_zeros || zeros_plan.per_row();
   uint64_t* zero_hits = per_row_zeros ? zero_hit_buffer(rows) : nullptr;
   std::vector<uint8_t> overflow(may_overflow ? static_cast<size_t>(rows) : 0, 0);
@@ -386,7 +386,7 @@ OpCounters FastEngine::tgemm_fp32(const FastFrame& w, const float* x, int64_t n,
       any_zero |= v == 0.0f;
     }
   }
-  const ZeroPlan zeros_plan = any_zero ? ZeroPlan(w, zeros) : ZeroPlan();
+  const ZeroPlan zeros_plan = any_zero ? ZeroPlan(isa_, w, zeros) : ZeroPlan();
   uint64_t* zero_hits = zeros_plan.per_row() ? zero_hit_buffer(rows) : nullptr;
   Fp32Job job;
   static_cast<FrameCodes&>(job) = frame_codes(w);

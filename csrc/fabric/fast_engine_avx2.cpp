@@ -256,6 +256,29 @@ ActivationRow copy_activation_row_avx2(const int8_t* src, int64_t cols, int8_t* 
           tail.has_zero || !_mm256_testz_si256(zeros, zeros)};
 }
 
+void add_slot_counts_avx2(const uint8_t* table, int64_t slots, const ZeroColumn* columns, int64_t count,
+                          uint16_t* part) {
+  // 16 slots at a time in one accumulator over all the columns; the last
+  // slots % 16 by the scalar kernel.
+  int64_t at = 0;
+  for (; at + 16 <= slots; at += 16) {
+    auto* p = reinterpret_cast<__m256i*>(part + at);
+    __m256i acc = _mm256_loadu_si256(p);
+    for (int64_t i = 0; i < count; ++i) {
+      const __m128i v = _mm_loadu_si128(reinterpret_cast<const __m128i*>(table + columns[i].d * slots + at));
+      const __m256i rows = _mm256_set1_epi16(static_cast<short>(columns[i].rows));
+      acc = _mm256_add_epi16(acc, _mm256_mullo_epi16(_mm256_cvtepu8_epi16(v), rows));
+    }
+    _mm256_storeu_si256(p, acc);
+  }
+  if (at == slots) return;
+  for (int64_t i = 0; i < count; ++i) {
+    const uint8_t* counts = table + columns[i].d * slots;
+    const auto rows = static_cast<uint16_t>(columns[i].rows);
+    for (int64_t s = at; s < slots; ++s) part[s] = static_cast<uint16_t>(part[s] + rows * counts[s]);
+  }
+}
+
 void zero_hits_avx2(const ZeroCountJob& j, int64_t r0, int64_t r1) {
   const __m256i one = _mm256_set1_epi8(1);
   for (int64_t r = r0; r < r1; ++r) {

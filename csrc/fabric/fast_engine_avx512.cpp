@@ -290,6 +290,25 @@ ActivationRow copy_activation_row_avx512(const int8_t* src, int64_t cols, int8_t
   return {static_cast<int32_t>(static_cast<uint32_t>(sum)), zeros != 0};
 }
 
+void add_slot_counts_avx512(const uint8_t* table, int64_t slots, const ZeroColumn* columns, int64_t count,
+                            uint16_t* part) {
+  // 64 slots at a time in two u16 accumulators over all the columns; the
+  // columns' loads are independent, so their cache misses overlap.
+  for (int64_t at = 0; at < slots; at += 64) {
+    const __mmask64 in = slots - at >= 64 ? ~__mmask64{0} : (__mmask64{1} << (slots - at)) - 1;
+    const auto lo_in = static_cast<__mmask32>(in), hi_in = static_cast<__mmask32>(in >> 32);
+    __m512i lo = _mm512_maskz_loadu_epi16(lo_in, part + at), hi = _mm512_maskz_loadu_epi16(hi_in, part + at + 32);
+    for (int64_t i = 0; i < count; ++i) {
+      const __m512i v = _mm512_maskz_loadu_epi8(in, table + columns[i].d * slots + at);
+      const __m512i rows = _mm512_set1_epi16(static_cast<short>(columns[i].rows));
+      lo = _mm512_add_epi16(lo, _mm512_mullo_epi16(_mm512_cvtepu8_epi16(_mm512_castsi512_si256(v)), rows));
+      hi = _mm512_add_epi16(hi, _mm512_mullo_epi16(_mm512_cvtepu8_epi16(_mm512_extracti64x4_epi64(v, 1)), rows));
+    }
+    _mm512_mask_storeu_epi16(part + at, lo_in, lo);
+    _mm512_mask_storeu_epi16(part + at + 32, hi_in, hi);
+  }
+}
+
 void zero_hits_avx512(const ZeroCountJob& j, int64_t r0, int64_t r1) {
   int64_t r = r0;
   for (; r + 4 <= r1; r += 4) zero_tile<4>(j, r);

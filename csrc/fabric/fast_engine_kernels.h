@@ -132,6 +132,21 @@ ActivationRow copy_activation_row_scalar(const int8_t* src, int64_t cols, int8_t
 ActivationRow copy_activation_row_avx2(const int8_t* src, int64_t cols, int8_t* dst, uint8_t* counts);
 ActivationRow copy_activation_row_avx512(const int8_t* src, int64_t cols, int8_t* dst, uint8_t* counts);
 
+// A column with zero activations, and in how many batch rows.
+struct ZeroColumn {
+  int64_t d;
+  uint64_t rows;
+};
+// part[s] += rows * table[d * slots + s] for each given column (d, rows)
+// and s < slots, in u16: the caller keeps every sum below 2^16. table is a
+// frame's slot counts (FastFrame::slot_column_nonzeros()).
+void add_slot_counts_scalar(const uint8_t* table, int64_t slots, const ZeroColumn* columns, int64_t count,
+                            uint16_t* part);
+void add_slot_counts_avx2(const uint8_t* table, int64_t slots, const ZeroColumn* columns, int64_t count,
+                          uint16_t* part);
+void add_slot_counts_avx512(const uint8_t* table, int64_t slots, const ZeroColumn* columns, int64_t count,
+                            uint16_t* part);
+
 // Each computes output rows [r0, r1) for all batch rows.
 // int8: y[n][r] = sum_d w[r,d]*x[n,d] mod 2^32.
 void int8_rows_scalar(const Int8Job& job, int64_t r0, int64_t r1);

@@ -64,6 +64,15 @@ ActivationRow copy_activation_row_scalar(const int8_t* src, int64_t cols, int8_t
   return {static_cast<int32_t>(sum), has_zero};
 }
 
+void add_slot_counts_scalar(const uint8_t* table, int64_t slots, const ZeroColumn* columns, int64_t count,
+                            uint16_t* part) {
+  for (int64_t i = 0; i < count; ++i) {
+    const uint8_t* counts = table + columns[i].d * slots;
+    const auto rows = static_cast<uint16_t>(columns[i].rows);
+    for (int64_t s = 0; s < slots; ++s) part[s] = static_cast<uint16_t>(part[s] + rows * counts[s]);
+  }
+}
+
 void zero_hits_scalar(const ZeroCountJob& j, int64_t r0, int64_t r1) {
   for (int64_t r = r0; r < r1; ++r) {
     const uint8_t* row = j.codes + r * j.row_bytes;

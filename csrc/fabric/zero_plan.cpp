@@ -9,6 +9,18 @@ namespace {
 
 using ZeroFn = void (*)(const ZeroCountJob&, int64_t, int64_t);
 
+using SlotFn = void (*)(const uint8_t*, int64_t, const ZeroColumn*, int64_t, uint16_t*);
+
+SlotFn slot_kernel(Isa isa) {
+  switch (isa) {
+    case Isa::Amx:
+    case Isa::Avx512: return add_slot_counts_avx512;
+    case Isa::Avx2: return add_slot_counts_avx2;
+    case Isa::Scalar: break;
+  }
+  return add_slot_counts_scalar;
+}
+
 ZeroFn zero_kernel(Isa isa) {
   switch (isa) {
     case Isa::Amx:
@@ -43,19 +55,12 @@ std::vector<ZeroColumn> zero_columns(const ZeroCounts& zeros, int64_t cols) {
   return columns;
 }
 
-ZeroPlan::ZeroPlan(const FastFrame& w, const ZeroCounts& zeros) : kp_(w.padded_cols()) {
+ZeroPlan::ZeroPlan(Isa isa, const FastFrame& w, const ZeroCounts& zeros) : kp_(w.padded_cols()) {
   const std::vector<ZeroColumn> columns = zero_columns(zeros, w.cols());
   if (columns.empty()) return;
   if (w.slots() > 0) {
     const int64_t slots = w.slots(), classes = w.lane_classes();
-    // The zero columns' counts are a few scattered lines of a table that
-    // is often out of cache: all requested at once, not one miss at a time.
-    for (const ZeroColumn& c : columns) {
-      const uint8_t* counts = w.slot_column_nonzeros() + c.d * slots;
-      for (int64_t at = 0; at < slots; at += 64) __builtin_prefetch(counts + at);
-      __builtin_prefetch(counts + slots - 1);
-    }
-    const std::vector<uint64_t> slot_hits = sum_slot_counts(w, columns);
+    const std::vector<uint64_t> slot_hits = sum_slot_counts(isa, w, columns);
     class_hits_.assign(static_cast<size_t>(classes), 0);
     for (int64_t slot = 0; slot < slots; ++slot)
       class_hits_[static_cast<size_t>(slot % classes)] += slot_hits[static_cast<size_t>(slot)];
@@ -76,37 +81,41 @@ ZeroPlan::ZeroPlan(const FastFrame& w, const ZeroCounts& zeros) : kp_(w.padded_c
 }
 
 // Per slot: sum over the columns of rows x the slot's count there. Summed in
-// 16-bit lanes (twice the lanes of 32 per vector), moved to 64 bits before
-// they could wrap; a column zero in more than 257 batch rows goes straight
-// to 64 bits.
-std::vector<uint64_t> sum_slot_counts(const FastFrame& w, const std::vector<ZeroColumn>& columns) {
+// 16-bit lanes by the isa's add_slot_counts, moved to 64 bits before they
+// could wrap; a column zero in more than 257 batch rows goes straight to 64
+// bits.
+std::vector<uint64_t> sum_slot_counts(Isa isa, const FastFrame& w, const std::vector<ZeroColumn>& columns) {
+  const SlotFn add = slot_kernel(isa);
   const int64_t slots = w.slots();
+  const uint8_t* table = w.slot_column_nonzeros();
   std::vector<uint64_t> total(static_cast<size_t>(slots), 0);
   std::vector<uint16_t> part(static_cast<size_t>(slots), 0);
+  size_t run = 0;              // the first column not yet in part
   uint64_t room = UINT16_MAX;  // what part's lanes can still take
-  auto flush = [&] {
+  auto add_run = [&](size_t end) {
+    if (end > run) add(table, slots, columns.data() + run, static_cast<int64_t>(end - run), part.data());
+    run = end;
+  };
+  auto flush = [&](size_t end) {
+    add_run(end);
     for (int64_t s = 0; s < slots; ++s) total[static_cast<size_t>(s)] += part[static_cast<size_t>(s)];
     std::fill(part.begin(), part.end(), uint16_t{0});
     room = UINT16_MAX;
   };
-  for (const ZeroColumn& c : columns) {
-    const uint8_t* counts = w.slot_column_nonzeros() + c.d * slots;
+  for (size_t i = 0; i < columns.size(); ++i) {
+    const ZeroColumn& c = columns[i];
     const uint64_t most = 255 * c.rows;
     if (most > UINT16_MAX) {
+      add_run(i);
+      run = i + 1;
+      const uint8_t* counts = table + c.d * slots;
       for (int64_t s = 0; s < slots; ++s) total[static_cast<size_t>(s)] += c.rows * counts[s];
       continue;
     }
-    if (most > room) flush();
+    if (most > room) flush(i);
     room -= most;
-    uint16_t* p = part.data();
-    const auto z = static_cast<uint16_t>(c.rows);
-    if (z == 1) {
-      for (int64_t s = 0; s < slots; ++s) p[s] = static_cast<uint16_t>(p[s] + counts[s]);
-    } else {
-      for (int64_t s = 0; s < slots; ++s) p[s] = static_cast<uint16_t>(p[s] + z * counts[s]);
-    }
   }
-  flush();
+  flush(columns.size());
   return total;
 }
 

@@ -29,20 +29,14 @@ struct ZeroCounts {
   uint8_t* for_row(int64_t b, int64_t cols) const { return counts + b / zero_count_rows(cols) * stride; }
 };
 
-// A column with zero activations, and in how many batch rows.
-struct ZeroColumn {
-  int64_t d;
-  uint64_t rows;
-};
-
 // The columns of [0, cols) with a nonzero count, ascending.
 std::vector<ZeroColumn> zero_columns(const ZeroCounts& zeros, int64_t cols);
 
 // Per slot: sum over the columns of rows x the slot's count there. Summed in
-// 16-bit lanes (twice the lanes of 32 per vector), moved to 64 bits before
-// they could wrap; a column zero in more than 257 batch rows goes straight
-// to 64 bits.
-std::vector<uint64_t> sum_slot_counts(const FastFrame& w, const std::vector<ZeroColumn>& columns);
+// 16-bit lanes by the isa's add_slot_counts, moved to 64 bits before they
+// could wrap; a column zero in more than 257 batch rows goes straight to 64
+// bits.
+std::vector<uint64_t> sum_slot_counts(Isa isa, const FastFrame& w, const std::vector<ZeroColumn>& columns);
 
 // How the zero-skip counts are corrected for zero activations (see
 // fast_engine.h): sum_n #{d : w[r,d] != 0, x[n,d] == 0}, summed per lane
@@ -57,7 +51,7 @@ std::vector<uint64_t> sum_slot_counts(const FastFrame& w, const std::vector<Zero
 class ZeroPlan {
  public:
   ZeroPlan() = default;  // no zero activations
-  ZeroPlan(const FastFrame& w, const ZeroCounts& zeros);
+  ZeroPlan(Isa isa, const FastFrame& w, const ZeroCounts& zeros);
 
   // Whether count() fills per-row hits.
   bool per_row() const { return chunks_ > 0 || !offset_.empty(); }

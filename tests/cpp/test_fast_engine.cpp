@@ -318,6 +318,43 @@ TEST(FastEngine, ActivationRowCopiesSumAndCountZeros) {
   }
 }
 
+// Each ISA's slot-count accumulation against sums done here: slot counts
+// around the vector widths, columns anywhere in the table, row multipliers
+// up to what keeps the u16 sums exact.
+TEST(FastEngine, SlotCountSumsMatchPlainSums) {
+  using fast_detail::ZeroColumn;
+  using AddSlots = void (*)(const uint8_t*, int64_t, const ZeroColumn*, int64_t, uint16_t*);
+  std::vector<std::pair<Isa, AddSlots>> kernels{{Isa::Scalar, fast_detail::add_slot_counts_scalar}};
+  if (cpu_supports(Isa::Avx2)) kernels.push_back({Isa::Avx2, fast_detail::add_slot_counts_avx2});
+  if (cpu_supports(Isa::Avx512)) kernels.push_back({Isa::Avx512, fast_detail::add_slot_counts_avx512});
+  std::mt19937 rng(60);
+  const int64_t table_cols = 50;
+  for (int64_t slots : {1, 15, 16, 17, 60, 64, 65, 130}) {
+    std::vector<uint8_t> table(static_cast<size_t>(table_cols * slots));
+    for (auto& v : table) v = static_cast<uint8_t>(rng() % 256);
+    std::vector<ZeroColumn> columns;
+    uint64_t most = 0;
+    for (int64_t d = table_cols - 1; d >= 0; d -= 1 + static_cast<int64_t>(rng() % 3)) {
+      const uint64_t rows = 1 + rng() % 40;
+      if (most + 255 * rows > 60000) break;
+      most += 255 * rows;
+      columns.push_back({d, rows});
+    }
+    std::vector<uint16_t> start(static_cast<size_t>(slots));
+    for (auto& v : start) v = static_cast<uint16_t>(rng() % 5000);
+    std::vector<uint16_t> expect = start;
+    for (const ZeroColumn& c : columns)
+      for (int64_t s = 0; s < slots; ++s)
+        expect[static_cast<size_t>(s)] += static_cast<uint16_t>(c.rows * table[static_cast<size_t>(c.d * slots + s)]);
+    for (auto [isa, add] : kernels) {
+      SCOPED_TRACE(testing::Message() << "isa=" << isa_name(isa) << " slots=" << slots);
+      std::vector<uint16_t> part = start;
+      add(table.data(), slots, columns.data(), static_cast<int64_t>(columns.size()), part.data());
+      EXPECT_EQ(part, expect);
+    }
+  }
+}
+
 TEST(FastEngine, Int8MatchesReferenceEverywhere) {
   std::mt19937 rng(1234);
   int combo = 0;
