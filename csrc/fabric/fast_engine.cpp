@@ -240,14 +240,13 @@ OpCounters FastEngine::run_int8(const FastFrame& w, const int8_t* x, int64_t n, 
   // Without the frame's slot counts, the SIMD codes' kernels count zero hits
   // in the same pass (see Int8Job); otherwise a ZeroPlan does.
   const bool fuse_zeros = any_zero && isa_ != Isa::Scalar && !pt5_rows && w.slots() == 0 && zeros.chunks == 1;
-  const uint8_t* zero_counts = zeros.counts;
   std::vector<uint8_t> group_has_zero;
   std::vector<int32_t> zero_slices;
   if (fuse_zeros) {
     group_has_zero.assign(static_cast<size_t>(kp / 64), 0);
     for (int64_t s = 0; s < kp / 32; ++s) {
       bool zero = false;
-      for (int64_t d = s * 32; d < (s + 1) * 32; ++d) zero |= zero_counts[d] != 0;
+      for (int64_t d = s * 32; d < (s + 1) * 32; ++d) zero |= zeros.counts[d] != 0;
       group_has_zero[static_cast<size_t>(s / 2)] |= zero;
       if (zero) zero_slices.push_back(static_cast<int32_t>(s));
     }
@@ -265,7 +264,7 @@ OpCounters FastEngine::run_int8(const FastFrame& w, const int8_t* x, int64_t n, 
   job.m = rows;
   job.y = y;
   if (fuse_zeros) {
-    job.zero_counts = zero_counts;
+    job.zero_counts = zeros.counts;
     job.group_has_zero = group_has_zero.data();
     job.zero_slices = zero_slices.data();
     job.zero_slice_count = static_cast<int64_t>(zero_slices.size());
