@@ -351,6 +351,42 @@ def test_inference_call_of_a_dropped_latent_layer_matches_cpu_and_follows_change
     assert dev.bias.grad is not None and torch.equal(dev.bias.grad.cpu(), torch.full((24,), 5.0))
 
 
+def test_inference_call_keeps_its_tensors_while_another_thread_replaces_them():
+    # The call reads the layer's tensors, then runs the op without the GIL:
+    # another thread that swaps the packed weight meanwhile (dropping the
+    # last reference to the one being read) must not change the call's
+    # result from one of the two layers' exact outputs, nor free its memory.
+    import threading
+    cpu, dev = dropped_latent_pair(640, 384, 8)
+    other_cpu, _ = dropped_latent_pair(640, 384, 9)
+    with torch.no_grad():
+        other_cpu.weight_scale.copy_(cpu.weight_scale)
+        other_cpu.bias.copy_(cpu.bias)
+    x = torch.randn(4, 640)
+    with torch.no_grad():
+        expected = [cpu(x), other_cpu(x)]
+    packed = [dev.packed_weight.clone(), other_cpu.packed_weight.to("tfmbs")]
+    stop = threading.Event()
+
+    def swap():
+        i = 0
+        while not stop.is_set():
+            i += 1
+            dev._buffers["packed_weight"] = packed[i % 2].clone()  # the old one is freed
+
+    swapper = threading.Thread(target=swap)
+    swapper.start()
+    try:
+        xd = x.to("tfmbs")
+        with torch.inference_mode():
+            for _ in range(300):
+                y = dev(xd).cpu()
+                assert any(torch.equal(y, e) for e in expected)
+    finally:
+        stop.set()
+        swapper.join()
+
+
 @pytest.mark.parametrize("inference", [False, True])
 def test_inference_call_is_the_op_for_modes_subclasses_and_the_profiler(inference):
     # The no-grad call skips the Python op binding (nn.py's fast path), yet

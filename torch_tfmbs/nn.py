@@ -310,20 +310,14 @@ class TFMBSLinear(nn.Linear):
     # -------------------------------------------------------------- forward
     def forward(self, x):
         # Inference on a layer whose packed form is the weight: nothing to
-        # repack or check, one call into C++, which dispatches the op (None:
-        # the call needs the path below: gradients on, a tensor subclass or
-        # torch function mode, float64 input). The tensors are read from the
-        # module's dicts (nn.Module.__getattr__ costs about a microsecond per
-        # name, which a decode step pays in every layer); a weight or bias
-        # that is not there (a parametrization moved it) is read as an
-        # attribute, by the path below. torch.compile traces the op itself.
-        params, packed = self._parameters, self._buffers.get("packed_weight")
-        if (packed is not None and "weight" in params and params["weight"] is None
-                and not torch.compiler.is_compiling()):
-            bias = params["bias"] if "bias" in params else self.bias
-            y = _C.ternary_linear_inference(x, packed, self._buffers.get("weight_scale"), bias,
-                                            self.out_features, self.in_features, self.packing,
-                                            self.act_mode)
+        # repack or check, one call into C++, which reads the layer's tensors
+        # and settings from its dicts and dispatches the op (None: the call
+        # needs the path below: gradients on, a tensor subclass or torch
+        # function mode, float64 input, or a weight or bias that is not a
+        # plain entry there, as under a parametrization). torch.compile
+        # traces the op itself.
+        if not torch.compiler.is_compiling():
+            y = _C.ternary_linear_forward(self, x)
             if y is not None:
                 return y
         self._maybe_repack()

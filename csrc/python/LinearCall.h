@@ -1,4 +1,4 @@
-// torch_tfmbs._C.ternary_linear_inference (LinearCall.cpp).
+// torch_tfmbs._C.ternary_linear_forward (LinearCall.cpp).
 #pragma once
 
 #include <pybind11/pybind11.h>

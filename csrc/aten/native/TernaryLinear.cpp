@@ -162,9 +162,10 @@ void run_ternary_linear(const at::Tensor& input, const at::Tensor& packed, const
   const int64_t n = a.n, m = a.m, k = a.k;
   const HostOperands h = host_operands(input, scale, bias);
   const bool direct = input.scalar_type() == at::kFloat;
-  // float32 output: the epilogue writes straight into device memory.
-  at::Tensor y = direct ? host(out).view({n, m}) : at::empty({n, m}, at::kFloat);
-  float* const y_rows = y.data_ptr<float>();
+  // float32 output: the epilogue writes straight into device memory (host
+  // memory: out's own address).
+  const at::Tensor y = direct ? at::Tensor() : at::empty({n, m}, at::kFloat);
+  float* const y_rows = direct ? out.mutable_data_ptr<float>() : y.data_ptr<float>();
   fabric::OpCounters counters;
   const fabric::FastEngine* fast = reference ? nullptr : &tfmbs::fast_engine();
   try {
