@@ -68,6 +68,8 @@ TFMBSLinearFunction = _TernaryLinearSTE
 
 _ternary_linear = torch.ops.tfmbs.ternary_linear.default
 _below_autograd = torch._C._AutoDispatchBelowAutograd
+# Read once: torch.compile knows the function itself, under any name.
+_is_compiling = torch.compiler.is_compiling
 
 
 def _ternary_linear_no_grad(*args):
@@ -75,7 +77,7 @@ def _ternary_linear_no_grad(*args):
     Python formula that would only redispatch); while compiling, the plain
     op, which is what gets traced. Inference mode skips autograd kernels
     by itself."""
-    if torch.compiler.is_compiling() or torch.is_inference_mode_enabled():
+    if _is_compiling() or torch.is_inference_mode_enabled():
         return _ternary_linear(*args)
     with _below_autograd():
         return _ternary_linear(*args)
@@ -316,7 +318,7 @@ class TFMBSLinear(nn.Linear):
         # function mode, float64 input, or a weight or bias that is not a
         # plain entry there, as under a parametrization). torch.compile
         # traces the op itself.
-        if not torch.compiler.is_compiling():
+        if not _is_compiling():
             y = _C.ternary_linear_forward(self, x)
             if y is not None:
                 return y
