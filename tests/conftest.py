@@ -8,6 +8,7 @@ os.environ.setdefault("TFMBS_FALLBACK", "allow")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 
+import gc  # noqa: E402
 import subprocess  # noqa: E402
 import sys  # noqa: E402
 
@@ -26,7 +27,11 @@ def run_python(code, env=None, timeout=120):
 
 @pytest.fixture
 def clean_memory():
-    """Frees cached blocks so memory numbers start from what is live."""
+    """Frees cached blocks so memory numbers start from what is live:
+    garbage from earlier tests (tensors in reference cycles, such as a
+    caught exception's traceback) is collected first, or a collection
+    during the test would free it there."""
+    gc.collect()
     torch.tfmbs.empty_cache()
     yield
     torch.tfmbs.empty_cache()
