@@ -9,6 +9,7 @@
 #include <vector>
 
 #include "fabric/fast_engine_kernels.h"
+#include "fabric/isa_kernel.h"
 #include "fabric/pt5_codec.h"
 #include "fabric/reference_engine.h"  // LaneAccumulator
 #include "fabric/status.h"
@@ -37,23 +38,14 @@ using Int8Fn = void (*)(const Int8Job&, int64_t, int64_t);
 using Fp32Fn = void (*)(const Fp32Job&, int64_t, int64_t);
 
 Int8Fn int8_kernel(Isa isa) {
-  switch (isa) {
-    case Isa::Amx: return fast_detail::int8_rows_amx;
-    case Isa::Avx512: return fast_detail::int8_rows_avx512;
-    case Isa::Avx2: return fast_detail::int8_rows_avx2;
-    case Isa::Scalar: break;
-  }
-  return fast_detail::int8_rows_scalar;
+  return isa == Isa::Amx ? fast_detail::int8_rows_amx
+                         : fast_detail::isa_kernel<Int8Fn>(isa, fast_detail::int8_rows_scalar,
+                                                           fast_detail::int8_rows_avx2, fast_detail::int8_rows_avx512);
 }
 
 Fp32Fn fp32_kernel(Isa isa) {
-  switch (isa) {
-    case Isa::Amx:
-    case Isa::Avx512: return fast_detail::fp32_rows_avx512;
-    case Isa::Avx2: return fast_detail::fp32_rows_avx2;
-    case Isa::Scalar: break;
-  }
-  return fast_detail::fp32_rows_scalar;
+  return fast_detail::isa_kernel<Fp32Fn>(isa, fast_detail::fp32_rows_scalar, fast_detail::fp32_rows_avx2,
+                                         fast_detail::fp32_rows_avx512);
 }
 
 // Per-thread scratch that only grows, so a hot loop of calls does not hit
@@ -78,13 +70,9 @@ Scratch& scratch(int which) {
 using CopyRowFn = fast_detail::ActivationRow (*)(const int8_t*, int64_t, int8_t*, uint8_t*);
 
 CopyRowFn copy_activation_row(Isa isa) {
-  switch (isa) {
-    case Isa::Amx:
-    case Isa::Avx512: return fast_detail::copy_activation_row_avx512;
-    case Isa::Avx2: return fast_detail::copy_activation_row_avx2;
-    case Isa::Scalar: break;
-  }
-  return fast_detail::copy_activation_row_scalar;
+  return fast_detail::isa_kernel<CopyRowFn>(isa, fast_detail::copy_activation_row_scalar,
+                                            fast_detail::copy_activation_row_avx2,
+                                            fast_detail::copy_activation_row_avx512);
 }
 
 // Zeroed u8 zero counts for n batch rows of cols columns, in the calling

@@ -4,6 +4,8 @@
 #include <climits>
 #include <cstring>
 
+#include "fabric/isa_kernel.h"
+
 namespace tfmbs::fabric::fast_detail {
 namespace {
 
@@ -12,23 +14,11 @@ using ZeroFn = void (*)(const ZeroCountJob&, int64_t, int64_t);
 using SlotFn = void (*)(const uint8_t*, int64_t, const ZeroColumn*, int64_t, uint16_t*);
 
 SlotFn slot_kernel(Isa isa) {
-  switch (isa) {
-    case Isa::Amx:
-    case Isa::Avx512: return add_slot_counts_avx512;
-    case Isa::Avx2: return add_slot_counts_avx2;
-    case Isa::Scalar: break;
-  }
-  return add_slot_counts_scalar;
+  return isa_kernel<SlotFn>(isa, add_slot_counts_scalar, add_slot_counts_avx2, add_slot_counts_avx512);
 }
 
 ZeroFn zero_kernel(Isa isa) {
-  switch (isa) {
-    case Isa::Amx:
-    case Isa::Avx512: return zero_hits_avx512;
-    case Isa::Avx2: return zero_hits_avx2;
-    case Isa::Scalar: break;
-  }
-  return zero_hits_scalar;
+  return isa_kernel<ZeroFn>(isa, zero_hits_scalar, zero_hits_avx2, zero_hits_avx512);
 }
 
 }  // namespace
